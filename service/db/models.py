@@ -1,0 +1,356 @@
+"""The schema. Alembic migrations in migrations/ must agree with it (`alembic check` in CI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.base import Base, created_at_column, status_check
+
+ROLES = ("admin", "reviewer", "viewer")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TASK_KINDS = ("generate", "filter", "export", "train")
+PARSE_STATUSES = ("ok", "failed")
+REVIEW_STATUSES = ("pending", "accepted", "rejected")
+SPLITS = ("train", "test")
+ROW_SOURCES = ("teacher", "ground_truth")
+TRAINING_METHODS = ("full", "lora")
+
+
+class ApiToken(Base):
+    """A bearer token. Only its SHA-256 is stored; the secret is printed once at creation."""
+
+    __tablename__ = "api_token"
+    __table_args__ = (CheckConstraint(status_check("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = created_at_column()
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Recipe(Base):
+    """A named, immutable recipe version (templates, seeds, stages)."""
+
+    __tablename__ = "recipe"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]]
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Job(Base):
+    """A generation job: one recipe on one teacher, split into shards (tasks)."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        CheckConstraint(status_check("status", JOB_STATUSES), name="status"),
+        Index("ix_job_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("recipe.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    teacher: Mapped[dict[str, Any]]
+    seed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    params: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    items_total: Mapped[int] = mapped_column(Integer, server_default="0")
+    items_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    samples_written: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    tokens_in: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    tokens_out: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Worker(Base):
+    """A worker process, as it last reported itself."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kinds: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
+    started_at: Mapped[datetime] = created_at_column()
+    heartbeat_at: Mapped[datetime] = created_at_column()
+    stopped_at: Mapped[datetime | None]
+
+
+class FilterRun(Base):
+    """One application of one or more filters to a selection of samples."""
+
+    __tablename__ = "filter_run"
+    __table_args__ = (CheckConstraint(status_check("status", JOB_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    spec: Mapped[dict[str, Any]]
+    counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    items_total: Mapped[int] = mapped_column(Integer, server_default="0")
+    items_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class DatasetVersion(Base):
+    """A frozen, immutable dataset version: rows copied at creation, lineage and digest."""
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    query: Mapped[dict[str, Any]]
+    lineage: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    row_counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class TrainingRun(Base):
+    """A student fine-tune on a dataset version, with its evaluation against the teacher."""
+
+    __tablename__ = "training_run"
+    __table_args__ = (
+        CheckConstraint(status_check("status", JOB_STATUSES), name="status"),
+        CheckConstraint(status_check("method", TRAINING_METHODS), name="method"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset_version.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    student: Mapped[dict[str, Any]]
+    method: Mapped[str] = mapped_column(String(10))
+    config: Mapped[dict[str, Any]]
+    evaluation: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    step: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_second: Mapped[float | None]
+    checkpoints: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    output_dir: Mapped[str | None] = mapped_column(Text)
+    model_path: Mapped[str | None] = mapped_column(Text)
+    results: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Task(Base):
+    """A row of the Postgres job queue (see DESIGN.md: SKIP LOCKED claims, leases, fencing)."""
+
+    __tablename__ = "task"
+    __table_args__ = (
+        CheckConstraint(status_check("status", TASK_STATUSES), name="status"),
+        CheckConstraint(status_check("kind", TASK_KINDS), name="kind"),
+        # The claim query's access path: only queued rows, in claim order.
+        Index(
+            "ix_task_claim",
+            "kind",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_task_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    filter_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("filter_run.id", ondelete="CASCADE"), index=True
+    )
+    training_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_run.id", ondelete="CASCADE"), index=True
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="5")
+    lease_token: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    lease_expires_at: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    run_after: Mapped[datetime] = created_at_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """A timeline entry of a job, filter run or training run (queued, claimed, checkpoint, ...)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index("ix_event_job", "job_id", "id"),
+        Index("ix_event_training_run", "training_run_id", "id"),
+        Index("ix_event_filter_run", "filter_run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    filter_run_id: Mapped[int | None] = mapped_column(ForeignKey("filter_run.id", ondelete="CASCADE"))
+    training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_run.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Sample(Base):
+    """One teacher output. `question`/`answer` are the teacher's and never change; review edits go
+    to `edited_*` (current text = coalesce(edited, original)) with a SampleRevision each."""
+
+    __tablename__ = "sample"
+    __table_args__ = (
+        UniqueConstraint("job_id", "item_index", "stage", "sample_index"),
+        CheckConstraint(status_check("parse_status", PARSE_STATUSES), name="parse_status"),
+        CheckConstraint(status_check("review_status", REVIEW_STATUSES), name="review_status"),
+        Index("ix_sample_job_stage_id", "job_id", "stage", "id"),
+        Index("ix_sample_review_status_id", "review_status", "id"),
+        Index("ix_sample_search", "search", postgresql_using="gin"),
+        Index("ix_sample_tags", "tags", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    item_index: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(100))
+    sample_index: Mapped[int] = mapped_column(Integer)
+    parent_sample_index: Mapped[int | None] = mapped_column(Integer)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
+    raw_text: Mapped[str] = mapped_column(Text)
+    parsed: Mapped[Any | None] = mapped_column(JSONB)
+    parse_status: Mapped[str] = mapped_column(String(10))
+    parse_error: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[float | None]
+    inputs: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    provenance: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    edited_question: Mapped[str | None] = mapped_column(Text)
+    edited_answer: Mapped[str | None] = mapped_column(Text)
+    review_status: Mapped[str] = mapped_column(String(10), server_default="pending")
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    reviewed_at: Mapped[datetime | None]
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default=text("'{}'"))
+    note: Mapped[str | None] = mapped_column(Text)
+    search: Mapped[Any] = mapped_column(
+        TSVECTOR,
+        Computed(
+            "to_tsvector('simple', coalesce(edited_question, question) || ' ' "
+            "|| coalesce(edited_answer, answer, raw_text))",
+            persisted=True,
+        ),
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class SampleRevision(Base):
+    """One review edit of a sample's question or answer."""
+
+    __tablename__ = "sample_revision"
+    __table_args__ = (
+        CheckConstraint("field IN ('question', 'answer')", name="field"),
+        Index("ix_sample_revision_sample", "sample_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"))
+    field: Mapped[str] = mapped_column(String(10))
+    old_text: Mapped[str | None] = mapped_column(Text)
+    new_text: Mapped[str] = mapped_column(Text)
+    edited_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class FilterVerdict(Base):
+    """A filter's verdict on a sample. Re-running a filter replaces its verdict (one per pair)."""
+
+    __tablename__ = "filter_verdict"
+    __table_args__ = (Index("ix_filter_verdict_filter_passed", "filter_name", "passed", "sample_id"),)
+
+    sample_id: Mapped[int] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"), primary_key=True)
+    filter_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    filter_run_id: Mapped[int] = mapped_column(ForeignKey("filter_run.id", ondelete="CASCADE"), index=True)
+    passed: Mapped[bool]
+    score: Mapped[float | None]
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class DatasetRow(Base):
+    """A row of a frozen dataset version: the exact text at creation time."""
+
+    __tablename__ = "dataset_row"
+    __table_args__ = (
+        CheckConstraint(status_check("split", SPLITS), name="split"),
+        CheckConstraint(status_check("source", ROW_SOURCES), name="source"),
+        Index("ix_dataset_row_split", "dataset_id", "split", "row_index"),
+    )
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_version.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    split: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(20))
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("sample.id", ondelete="SET NULL"))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    system: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class TrainingMetric(Base):
+    """One logged step of a training run. One row per step: a resumed run upserts, never duplicates."""
+
+    __tablename__ = "training_metric"
+
+    training_run_id: Mapped[int] = mapped_column(
+        ForeignKey("training_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = created_at_column()

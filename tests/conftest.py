@@ -1,0 +1,100 @@
+"""Session-wide fixtures: a real Postgres database migrated with Alembic, and a tiny local model.
+
+The database: HARDLABEL_TEST_DATABASE_URL if set, else the server on 127.0.0.1:5432 if it answers,
+else an embedded Postgres under .hardlabel/. Each test session creates its own database and drops it
+at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".tmp"
+SCRATCH.mkdir(exist_ok=True)
+
+# Before anything imports vllm/transformers: offline, in-process engine, scratch files in the repo.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TMPDIR", str(SCRATCH))
+
+
+def _local_server_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _server_url() -> str:
+    url = os.environ.get("HARDLABEL_TEST_DATABASE_URL")
+    if url:
+        return url
+    if _local_server_answers():
+        return "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    from service.embedded_db import start_embedded_postgres
+
+    return start_embedded_postgres(ROOT / ".hardlabel" / "test-postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this test session, migrated to head."""
+    from service.db.migrate import upgrade
+
+    server = make_url(_server_url())
+    name = f"hardlabel_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    from service.db.session import get_engine
+
+    get_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_session(db_engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test (savepoints for commits)."""
+    with db_engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """A tiny random Llama with a chat template, built once and cached under .tmp/."""
+    from trainer.tiny_model import TinyModelSpec, build_tiny_model
+
+    out = SCRATCH / "models" / "tiny-l2-h64-v512"
+    if not (out / "config.json").exists():
+        build_tiny_model(out, TinyModelSpec(layers=2, hidden=64, heads=4, vocab=512))
+    return out

@@ -1,0 +1,158 @@
+"""Tiny local models: a random-init Llama plus a byte-level BPE tokenizer trained on local text.
+
+There is no model hub on many machines (and none in CI). A tiny model is a real model folder that
+vLLM, transformers and TRL all load, so every path of hardlabel can run for real offline. Students
+can start from such a model too (training from scratch).
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BOS = "<|bos|>"
+PAD = "<|pad|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = [PAD, BOS, IM_START, IM_END]
+
+# ChatML with TRL's {% generation %} markers around the assistant content, so
+# `assistant_only_loss` and the mask pre-flight can see which tokens are the answer.
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Always part of the corpus so the tokenizer covers chat roles, digits and arithmetic.
+BASE_TEXT = (
+    "system user assistant question answer What is the sum of and ? = + - * / ( ) . , : ; "
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 100 Answer with a number only. The answer is "
+    'Write a question about Rate the answer from 1 to 10. Score: JSON {"score": 7} true false null'
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of a tiny Llama. Defaults: 4 layers, hidden 128 (~1.1M parameters with vocab 512)."""
+
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+    intermediate: int | None = None
+    vocab: int = 512
+    max_position: int = 512
+    split_digits: bool = True
+    seed: int = 0
+
+
+def default_corpus_files(limit: int = 200) -> list[Path]:
+    """Text that exists on every Python install: the stdlib's own modules (sorted: deterministic)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(stdlib.glob("*.py"))[:limit]
+
+
+def iter_corpus(files: Sequence[Path]) -> Iterator[str]:
+    """Yield the files that decode as UTF-8; skip the rest (some stdlib files are Latin-1)."""
+    yield BASE_TEXT
+    for path in files:
+        try:
+            yield path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+
+
+def train_tokenizer(texts: Iterable[str], spec: TinyModelSpec) -> object:
+    """A byte-level BPE tokenizer (digits split one per token when asked), wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if spec.split_digits:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=IM_END,  # generation must stop at the end of the assistant's turn
+        pad_token=PAD,
+        unk_token=None,
+    )
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
+
+
+def build_tiny_model(
+    out_dir: Path | str,
+    spec: TinyModelSpec | None = None,
+    corpus_files: Sequence[Path] | None = None,
+) -> Path:
+    """Write a loadable model folder (config, safetensors weights, tokenizer, chat template).
+
+    Args:
+        out_dir: folder to create (or overwrite).
+        spec: model shape; defaults to TinyModelSpec().
+        corpus_files: local text files to train the tokenizer on; defaults to the Python stdlib.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    spec = spec or TinyModelSpec()
+    if spec.hidden % spec.heads:
+        raise ValueError(f"hidden ({spec.hidden}) must be a multiple of heads ({spec.heads})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = list(corpus_files) if corpus_files else default_corpus_files()
+    tokenizer = train_tokenizer(iter_corpus(files), spec)
+    vocab_size = len(tokenizer)  # type: ignore[arg-type]
+
+    torch.manual_seed(spec.seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate or spec.hidden * 4,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_position,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
+        eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
+        pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
+    (out / "hardlabel_tiny_model.json").write_text(
+        json.dumps({**asdict(spec), "parameters": sum(p.numel() for p in model.parameters())}, indent=2)
+    )
+    return out
