@@ -65,3 +65,13 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (cached: the environment is read once)."""
     return Settings()
+
+
+def settings_reference_markdown() -> str:
+    """The README's configuration table, generated from Settings so the two cannot drift."""
+    lines = ["| variable | default | what it does |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        lines.append(f"| `HARDLABEL_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(lines)
