@@ -94,7 +94,8 @@ def tiny_model_dir() -> Path:
     """A tiny random Llama with a chat template, built once and cached under .tmp/."""
     from trainer.tiny_model import TinyModelSpec, build_tiny_model
 
-    out = SCRATCH / "models" / "tiny-l2-h64-v512"
+    # head_dim 32: vLLM's CPU attention supports head sizes 32, 64, 80, ... (16 crashes at the first step).
+    out = SCRATCH / "models" / "tiny-l2-h64-a2-v512"
     if not (out / "config.json").exists():
-        build_tiny_model(out, TinyModelSpec(layers=2, hidden=64, heads=4, vocab=512))
+        build_tiny_model(out, TinyModelSpec(layers=2, hidden=64, heads=2, vocab=512))
     return out

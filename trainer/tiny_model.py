@@ -8,16 +8,22 @@ can start from such a model too (training from scratch).
 from __future__ import annotations
 
 import json
+import shutil
 import sysconfig
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 BOS = "<|bos|>"
 PAD = "<|pad|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 SPECIAL_TOKENS = [PAD, BOS, IM_START, IM_END]
+TINY_MODEL_FILE = "hardlabel_tiny_model.json"
+# Byte-level BPE starts from the 256 byte symbols plus the special tokens.
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 
 # ChatML with TRL's {% generation %} markers around the assistant content, so
 # `assistant_only_loss` and the mask pre-flight can see which tokens are the answer.
@@ -55,6 +61,43 @@ class TinyModelSpec:
     max_position: int = 512
     split_digits: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.layers <= 128:
+            problems.append(f"layers must be 1..128 (got {self.layers})")
+        if not 8 <= self.hidden <= 16384:
+            problems.append(f"hidden must be 8..16384 (got {self.hidden})")
+        if self.heads < 1:
+            problems.append(f"heads must be at least 1 (got {self.heads})")
+        elif self.hidden % self.heads or (self.hidden // self.heads) % 2:
+            # Rotary position embeddings rotate pairs of dimensions: each head needs an even size.
+            problems.append(
+                f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}) with an even head size"
+            )
+        if self.intermediate is not None and self.intermediate < 1:
+            problems.append(f"intermediate must be at least 1 (got {self.intermediate})")
+        if not MIN_VOCAB <= self.vocab <= 1_000_000:
+            problems.append(
+                f"vocab must be {MIN_VOCAB}..1000000: 256 bytes plus the special tokens (got {self.vocab})"
+            )
+        if not 16 <= self.max_position <= 1_048_576:
+            problems.append(f"max_position must be 16..1048576 (got {self.max_position})")
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0 (got {self.seed})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TinyModelSpec:
+        """Build from a plain mapping (API/JSON), refusing unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown tiny-model key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        return cls(**values)
 
 
 def default_corpus_files(limit: int = 200) -> list[Path]:
@@ -94,7 +137,7 @@ def train_tokenizer(texts: Iterable[str], spec: TinyModelSpec) -> object:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(
+    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         bos_token=BOS,
         eos_token=IM_END,  # generation must stop at the end of the assistant's turn
@@ -109,24 +152,27 @@ def build_tiny_model(
     out_dir: Path | str,
     spec: TinyModelSpec | None = None,
     corpus_files: Sequence[Path] | None = None,
+    extra_texts: Iterable[str] = (),
 ) -> Path:
     """Write a loadable model folder (config, safetensors weights, tokenizer, chat template).
+
+    The folder appears complete or not at all (built beside it, then renamed), so an interrupted
+    build never leaves a half-written model that a later run would take as ready.
 
     Args:
         out_dir: folder to create (or overwrite).
         spec: model shape; defaults to TinyModelSpec().
         corpus_files: local text files to train the tokenizer on; defaults to the Python stdlib.
+        extra_texts: more tokenizer text, e.g. the training rows of a student built from scratch.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     spec = spec or TinyModelSpec()
-    if spec.hidden % spec.heads:
-        raise ValueError(f"hidden ({spec.hidden}) must be a multiple of heads ({spec.heads})")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     files = list(corpus_files) if corpus_files else default_corpus_files()
-    tokenizer = train_tokenizer(iter_corpus(files), spec)
+    tokenizer = train_tokenizer(_chain(iter_corpus(files), extra_texts), spec)
     vocab_size = len(tokenizer)  # type: ignore[arg-type]
 
     torch.manual_seed(spec.seed)
@@ -142,17 +188,36 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
         eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
         pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
-        torch_dtype="float32",
+        dtype="float32",
     )
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
     )
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
-    (out / "hardlabel_tiny_model.json").write_text(
-        json.dumps({**asdict(spec), "parameters": sum(p.numel() for p in model.parameters())}, indent=2)
-    )
+    parameters = sum(p.numel() for p in model.parameters())
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
+        (staging / TINY_MODEL_FILE).write_text(
+            json.dumps({**asdict(spec), "parameters": parameters}, indent=2)
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def read_tiny_model_info(model_dir: Path | str) -> dict[str, Any]:
+    """The shape and parameter count written next to a tiny model."""
+    info: dict[str, Any] = json.loads((Path(model_dir) / TINY_MODEL_FILE).read_text())
+    return info
+
+
+def _chain(first: Iterable[str], second: Iterable[str]) -> Iterator[str]:
+    yield from first
+    yield from second

@@ -33,6 +33,10 @@ class TeacherConfig(BaseModel):
     concurrency: int = Field(default=16, ge=1, le=1024)
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="OpenAI engine: extra fields merged into every request body (server-specific options).",
+    )
 
 
 @dataclass
@@ -45,6 +49,9 @@ class SamplingSpec:
     n: int = 1
     seed: int | None = None
     stop: list[str] | None = None
+    top_k: int | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -70,6 +77,9 @@ class GenerationResult:
     completions: list[Completion]
     prompt_tokens: int
     latency_seconds: float
+    # Set (with no completions) when the teacher refused this one request, e.g. a prompt longer than
+    # the context: the pipeline keeps it as a failed sample instead of failing the whole batch.
+    error: str | None = None
 
 
 class Engine(Protocol):

@@ -7,7 +7,16 @@ import importlib
 import click
 
 # Modules that define sub-commands; each exposes `commands: list[click.Command]`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "worker",
+    "generate",
+    "tiny_model",
+    "train",
+    "serve",
+    "jobs",
+    "tokens",
+    "export",
+]
 
 
 class CliError(click.ClickException):

@@ -249,6 +249,9 @@ class Sample(Base):
         CheckConstraint(status_check("parse_status", PARSE_STATUSES), name="parse_status"),
         CheckConstraint(status_check("review_status", REVIEW_STATUSES), name="review_status"),
         Index("ix_sample_job_stage_id", "job_id", "stage", "id"),
+        # Keyset pages of one job's samples (any stage) by id: without it a job whose samples have
+        # high ids is found by scanning every older sample (bench/curation.py).
+        Index("ix_sample_job_id_id", "job_id", "id"),
         Index("ix_sample_review_status_id", "review_status", "id"),
         Index("ix_sample_search", "search", postgresql_using="gin"),
         Index("ix_sample_tags", "tags", postgresql_using="gin"),

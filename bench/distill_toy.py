@@ -1,0 +1,203 @@
+"""Hard-label distillation at toy scale, end to end with hardlabel's trainer library (CPU friendly).
+
+1. A teacher (tiny Llama from scratch, default 4 layers x hidden 128, ~1.1M parameters) learns
+   2-digit addition ("What is a+b?" -> "c") from ground truth.
+2. The teacher answers fresh questions (greedy): those answers are the only labels the student sees.
+3. A smaller student (default 2 layers x hidden 64) is trained from scratch on the teacher's labels.
+4. Both are scored by greedy exact match on the same held-out items; a table is printed.
+
+Each model trains in rounds of --eval-every steps (constant learning rate after warm-up, resumed
+from the last checkpoint) until it reaches --target accuracy or --max-steps, so the table shows
+how many steps and seconds reaching the target took on this machine.
+
+    .venv/bin/python bench/distill_toy.py            # defaults: the settings the demo reuses
+    .venv/bin/python bench/distill_toy.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from trainer.config import TrainingSpec  # noqa: E402
+from trainer.evaluate import generate_answers_hf, score_predictions  # noqa: E402
+from trainer.sft import train  # noqa: E402
+
+
+@dataclass
+class Outcome:
+    name: str
+    parameters: int
+    labels: int
+    label_accuracy: float | None
+    steps: int
+    seconds: float
+    accuracy: float
+
+
+def question(a: int, b: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"What is {a}+{b}?"}]
+
+
+def row(a: int, b: int, answer: str) -> dict[str, Any]:
+    return {"prompt": question(a, b), "completion": [{"role": "assistant", "content": answer}]}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def train_until(
+    name: str,
+    dataset: Path,
+    shapes: dict[str, int],
+    out: Path,
+    eval_pairs: list[tuple[int, int]],
+    args: argparse.Namespace,
+    labels: int,
+    label_accuracy: float | None,
+) -> Outcome:
+    """Train in rounds of --eval-every steps until the held-out accuracy reaches --target."""
+    shutil.rmtree(out, ignore_errors=True)
+    references = [str(a + b) for a, b in eval_pairs]
+    prompts = [question(a, b) for a, b in eval_pairs]
+    seconds, steps, accuracy = 0.0, 0, 0.0
+    while steps < args.max_steps:
+        steps = min(steps + args.eval_every, args.max_steps)
+        spec = TrainingSpec(
+            learning_rate=args.lr,
+            max_steps=steps,
+            per_device_train_batch_size=args.batch,
+            max_length=64,
+            warmup_steps=args.warmup,
+            lr_scheduler_type="constant_with_warmup",
+            logging_steps=50,
+            save_steps=args.eval_every,
+            save_total_limit=1,
+            seed=args.seed,
+        )
+        started = time.perf_counter()
+        result = train(dataset_path=dataset, student=None, from_scratch=shapes, output_dir=out, spec=spec)
+        seconds += time.perf_counter() - started
+        answers = generate_answers_hf(result.model_path, prompts, max_new_tokens=8, batch_size=256)
+        accuracy = score_predictions(answers, references, "exact").accuracy
+        print(
+            f"  {name}: step {steps:5d}  {seconds:7.1f} s train  held-out exact match {accuracy:.3f}",
+            flush=True,
+        )
+        if accuracy >= args.target:
+            break
+    info = json.loads((out / "init" / "hardlabel_tiny_model.json").read_text())
+    return Outcome(name, info["parameters"], labels, label_accuracy, steps, seconds, accuracy)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=ROOT / ".tmp" / "distill_toy")
+    parser.add_argument("--teacher-rows", type=int, default=4000, help="ground-truth rows for the teacher")
+    parser.add_argument("--student-rows", type=int, default=3900, help="fresh questions the teacher labels")
+    parser.add_argument("--eval-items", type=int, default=200)
+    parser.add_argument("--teacher-shape", default="4x128", help="LAYERSxHIDDEN")
+    parser.add_argument("--student-shape", default="2x64", help="LAYERSxHIDDEN")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    pairs = [(a, b) for a in range(100) for b in range(100)]
+    random.Random(args.seed).shuffle(pairs)
+    needed = args.eval_items + args.teacher_rows + args.student_rows
+    if needed > len(pairs):
+        parser.error(f"eval + teacher + student rows ({needed}) exceed the {len(pairs)} possible questions")
+    eval_pairs = pairs[: args.eval_items]
+    teacher_pairs = pairs[args.eval_items : args.eval_items + args.teacher_rows]
+    fresh_pairs = pairs[args.eval_items + args.teacher_rows : needed]
+
+    def shape(text: str) -> dict[str, int]:
+        layers, hidden = (int(part) for part in text.lower().split("x"))
+        return {"layers": layers, "hidden": hidden, "heads": 4, "vocab": 512}
+
+    work = args.work
+    print(f"teacher: {args.teacher_shape} on {len(teacher_pairs)} ground-truth rows", flush=True)
+    truth = write_jsonl(work / "truth.jsonl", [row(a, b, str(a + b)) for a, b in teacher_pairs])
+    teacher = train_until(
+        "teacher",
+        truth,
+        shape(args.teacher_shape),
+        work / "teacher",
+        eval_pairs,
+        args,
+        len(teacher_pairs),
+        1.0,
+    )
+
+    started = time.perf_counter()
+    labels = generate_answers_hf(
+        work / "teacher" / "final", [question(a, b) for a, b in fresh_pairs], max_new_tokens=8, batch_size=256
+    )
+    label_seconds = time.perf_counter() - started
+    label_accuracy = score_predictions(labels, [str(a + b) for a, b in fresh_pairs], "exact").accuracy
+    print(
+        f"teacher labelled {len(labels)} fresh questions in {label_seconds:.1f} s "
+        f"({label_accuracy:.3f} right)"
+    )
+    taught = write_jsonl(
+        work / "teacher_labels.jsonl",
+        [row(a, b, answer) for (a, b), answer in zip(fresh_pairs, labels, strict=True)],
+    )
+
+    print(f"student: {args.student_shape} on the teacher's {len(labels)} labels", flush=True)
+    student = train_until(
+        "student",
+        taught,
+        shape(args.student_shape),
+        work / "student",
+        eval_pairs,
+        args,
+        len(labels),
+        label_accuracy,
+    )
+
+    print()
+    print(
+        f"{'model':8} {'params':>9} {'labels':>7} {'label acc':>9} {'steps':>6} {'train s':>8} "
+        f"{'held-out acc':>12}"
+    )
+    for outcome in (teacher, student):
+        label_acc = f"{outcome.label_accuracy:.3f}" if outcome.label_accuracy is not None else "-"
+        print(
+            f"{outcome.name:8} {outcome.parameters:9,d} {outcome.labels:7d} {label_acc:>9} "
+            f"{outcome.steps:6d} "
+            f"{outcome.seconds:8.1f} {outcome.accuracy:12.3f}"
+        )
+    ratio = student.accuracy / teacher.accuracy if teacher.accuracy else 0.0
+    print(f"\nstudent / teacher accuracy: {ratio:.3f}")
+    print(
+        f"settings: lr {args.lr}, batch {args.batch}, warmup {args.warmup}, constant lr, max_length 64, "
+        f"split digits, vocab 512, seed {args.seed}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""`hardlabel submit` (a recipe file → a job over the API, followed live if asked) and `hardlabel status`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from service.cli import CliError
+from service.cli.api_client import ApiClient, api_options
+
+FINISHED = ("succeeded", "failed", "cancelled")
+# Seed sources read from files; the CLI inlines them so the job does not depend on the server's disk.
+FILE_SOURCE_KEYS = ("path", "format", "hf_dataset", "split")
+
+
+def self_contained_spec(recipe_file: Path) -> dict[str, Any]:
+    """The recipe as JSON with file-based seeds replaced by their rows (read relative to the file).
+
+    Validated locally first, so a bad recipe or template fails here with one line.
+    """
+    from generator.recipe import RecipeError, load_recipe, validate_recipe
+    from generator.seeds import SeedSpec, rows_from_spec
+    from generator.templates import TemplateError
+
+    base_dir = recipe_file.resolve().parent
+    try:
+        recipe = load_recipe(recipe_file)
+        validate_recipe(recipe, base_dir)
+    except (RecipeError, TemplateError) as exc:
+        raise CliError(f"{recipe_file}: {exc}") from exc
+    spec: dict[str, Any] = recipe.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    seeds = dict(spec["seeds"])
+    source = {key: seeds.pop(key) for key in FILE_SOURCE_KEYS if key in seeds}
+    if "path" in source or "hf_dataset" in source:
+        try:
+            # The source's rows only: values/shuffle/sample/limit stay in the spec and apply on the server.
+            seeds["records"] = rows_from_spec(SeedSpec(**source), seed=recipe.seed, base_dir=base_dir)
+        except (RecipeError, ValueError) as exc:
+            raise CliError(f"{recipe_file}: {exc}") from exc
+        spec["seeds"] = seeds
+    return spec
+
+
+def parse_teacher_option(option: str) -> tuple[str, Any]:
+    key, sep, raw = option.partition("=")
+    if not sep or not key.strip():
+        raise CliError(f"--teacher-option {option!r}: expected KEY=VALUE (e.g. enforce_eager=true)")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # plain text, e.g. dtype=float32
+    return key.strip(), value
+
+
+def teacher_config(
+    model: str, engine: str | None, base_url: str | None, options: tuple[str, ...]
+) -> dict[str, Any]:
+    local = Path(model).expanduser()
+    # A local folder is sent as an absolute path (workers may run elsewhere in the tree); a hub id
+    # or a path that exists only on the worker machines goes as given.
+    config: dict[str, Any] = {"model": str(local.resolve()) if local.exists() else model}
+    if engine:
+        config["engine"] = engine
+    if base_url:
+        config["base_url"] = base_url
+        config.setdefault("engine", "openai")
+    for option in options:
+        key, value = parse_teacher_option(option)
+        config[key] = value
+    return config
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _rate(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:,.1f} {unit}"
+
+
+def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Console) -> dict[str, Any]:
+    """Show a live progress bar until the job finishes; returns the final job."""
+    job = client.get(f"/v1/jobs/{job_id}")
+    columns = (
+        TextColumn("job {task.fields[job_id]} [bold]{task.fields[status]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("items · {task.fields[samples]} samples · {task.fields[tokens]} · ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("job", total=None, job_id=job_id, status="", samples=0, tokens="-", eta="-")
+        while True:
+            p = job["progress"]
+            progress.update(
+                bar,
+                total=p["items_total"] or None,
+                completed=p["items_done"],
+                status=job["status"],
+                samples=f"{p['samples_written']:,}",
+                tokens=_rate(p["tokens_out_per_second"], "tok/s"),
+                eta=_eta(p["eta_seconds"]),
+            )
+            if job["status"] in FINISHED:
+                final: dict[str, Any] = job
+                return final
+            time.sleep(interval)
+            job = client.get(f"/v1/jobs/{job_id}")
+
+
+@click.command("submit")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--teacher", "model", required=True, help="Teacher model: a local folder, or a model id.")
+@click.option(
+    "--engine", type=click.Choice(["vllm", "openai"]), default=None, help="Teacher backend (default vllm)."
+)
+@click.option("--base-url", default=None, help="OpenAI-compatible server URL (implies --engine openai).")
+@click.option(
+    "--teacher-option",
+    "-o",
+    "teacher_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="More teacher settings, e.g. -o enforce_eager=true -o dtype=float32 (JSON values when they parse).",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Sampling seed (default: the recipe's)."
+)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Generate at most this many items.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Items per queue task.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Items per checkpoint.")
+@click.option("--idempotency-key", default=None, help="Resubmitting with the same key returns the same job.")
+@click.option("--follow", is_flag=True, help="Show a live progress bar until the job ends.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="--follow poll period (s).",
+)
+@api_options
+def submit(
+    recipe: Path,
+    model: str,
+    engine: str | None,
+    base_url: str | None,
+    teacher_options: tuple[str, ...],
+    seed: int | None,
+    limit: int | None,
+    priority: int,
+    shard_size: int | None,
+    chunk_size: int | None,
+    idempotency_key: str | None,
+    follow: bool,
+    interval: float,
+    api_url: str | None,
+    token: str | None,
+) -> None:
+    """Submit RECIPE (YAML/JSON) as a generation job; prints the job id."""
+    if not recipe.is_file():
+        raise CliError(f"recipe file not found: {recipe}")
+    body: dict[str, Any] = {
+        "recipe": self_contained_spec(recipe),
+        "teacher": teacher_config(model, engine, base_url, teacher_options),
+        "priority": priority,
+    }
+    for key, value in (
+        ("seed", seed),
+        ("limit", limit),
+        ("shard_size", shard_size),
+        ("chunk_size", chunk_size),
+    ):
+        if value is not None:
+            body[key] = value
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    err = Console(stderr=True)
+    with ApiClient(api_url, token) as client:
+        job = client.post("/v1/jobs", body, headers=headers)
+        p = job["progress"]
+        err.print(
+            f"job {job['id']} {job['status']}: {p['items_total']} items in {len(job['shards'])} shards "
+            f"(recipe {job['recipe']['name']} v{job['recipe']['version']})"
+        )
+        click.echo(job["id"])
+        if not follow:
+            return
+        try:
+            final = follow_job(client, job["id"], interval=interval, console=err)
+        except KeyboardInterrupt:
+            err.print(f"stopped following; the job goes on (`hardlabel status {job['id']}`)")
+            raise SystemExit(130) from None
+    p = final["progress"]
+    if final["status"] != "succeeded":
+        reason = final.get("last_error") or final.get("error") or final["status"]
+        err.print(f"job {final['id']} {final['status']}: {reason}")
+        raise SystemExit(1)
+    elapsed = p["elapsed_seconds"] or 0.0
+    err.print(
+        f"job {final['id']} succeeded: {p['items_done']} items, {p['samples_written']} samples, "
+        f"{p['tokens_out']:,} tokens out in {elapsed:.1f}s ({_rate(p['items_per_second'], 'items/s')})"
+    )
+
+
+def _when(value: str | None) -> str:
+    return datetime.fromisoformat(value).astimezone().strftime("%m-%d %H:%M:%S") if value else "-"
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table("id", "status", "recipe", "items", "%", "samples", "items/s", "ETA", "created")
+    for job in jobs:
+        p = job["progress"]
+        table.add_row(
+            str(job["id"]),
+            job["status"],
+            str(job["recipe_id"]),
+            f"{p['items_done']}/{p['items_total']}",
+            f"{100 * p['fraction']:.0f}",
+            f"{p['samples_written']:,}",
+            _rate(p["items_per_second"], ""),
+            _eta(p["eta_seconds"]),
+            _when(job["created_at"]),
+        )
+    return table
+
+
+def _job_report(job: dict[str, Any], console: Console) -> None:
+    p = job["progress"]
+    recipe = job["recipe"]
+    teacher = job["teacher"]
+    lines = [
+        f"[bold]job {job['id']}[/] {job['status']} · "
+        f"recipe {recipe['name']} v{recipe['version']} (id {recipe['id']})",
+        f"teacher {teacher.get('model')} ({teacher.get('engine', 'vllm')}) · seed {job['seed']} · "
+        f"priority {job['priority']}",
+        f"items {p['items_done']}/{p['items_total']} ({100 * p['fraction']:.0f}%) · "
+        f"samples {p['samples_written']:,} · tokens in {p['tokens_in']:,} / out {p['tokens_out']:,}",
+        f"{_rate(p['items_per_second'], 'items/s')} · {_rate(p['tokens_out_per_second'], 'tok/s')} · "
+        f"ETA {_eta(p['eta_seconds'])}",
+        f"created {_when(job['created_at'])} · started {_when(job['started_at'])} · "
+        f"finished {_when(job['finished_at'])}",
+    ]
+    for line in lines:
+        console.print(line)
+    shards = Table("shard", "items", "status", "done", "attempts", "worker", "last error")
+    for shard in job["shards"]:
+        shards.add_row(
+            str(shard["id"]),
+            f"{shard['start']}–{shard['end']}",
+            shard["status"],
+            str(shard["cursor"]),
+            f"{shard['attempts']}/{shard['max_attempts']}",
+            shard["worker_id"] or "-",
+            (shard["last_error"] or "-")[:80],
+        )
+    console.print(shards)
+    if job["last_error"]:
+        console.print(f"last error: {job['last_error']}")
+
+
+@click.command("status")
+@click.argument("job_id", type=click.IntRange(min=1), required=False)
+@click.option(
+    "--status",
+    "status_filter",
+    type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+    default=None,
+    help="Only jobs in this status (list view).",
+)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True, help="Jobs to list.")
+@api_options
+def status(
+    job_id: int | None, status_filter: str | None, limit: int, api_url: str | None, token: str | None
+) -> None:
+    """Show recent jobs, or one job's progress and shards."""
+    console = Console()
+    with ApiClient(api_url, token) as client:
+        if job_id is None:
+            page = client.get("/v1/jobs", status=status_filter, limit=limit)
+            console.print(_jobs_table(page["items"]))
+            if page["total"] > len(page["items"]):
+                console.print(f"{len(page['items'])} of {page['total']} jobs (use --limit or --status)")
+            return
+        _job_report(client.get(f"/v1/jobs/{job_id}"), console)
+
+
+commands: list[click.Command] = [submit, status]

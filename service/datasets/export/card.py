@@ -1,0 +1,105 @@
+"""The dataset card (README.md) written beside exported data: what it is, how to load it, where it
+came from. Its YAML header lists the data files per split, so `datasets.load_dataset(folder)`
+finds the splits of a JSONL or Parquet export by itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+from service.datasets.export.containers import split_file
+
+LOADERS = {
+    "jsonl": 'load_dataset("json", data_files={{"train": "{dir}/train.jsonl"}})',
+    "parquet": 'load_dataset("parquet", data_files={{"train": "{dir}/train.parquet"}})',
+    "hf": 'load_from_disk("{dir}")',
+}
+FORMAT_TEXT = {
+    "prompt_completion": "TRL conversational prompt–completion: `prompt` (system?, user) and `completion` "
+    "(assistant); `trl.SFTTrainer` trains on the completion only.",
+    "messages": "Conversations in `messages` (system?, user, assistant).",
+    "alpaca": "Alpaca: `instruction` (the question), `input` (empty), `output` (the answer).",
+}
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """What an export needs to know about a version (read from its row)."""
+
+    id: int
+    name: str
+    version: int
+    digest: str
+    row_counts: dict[str, Any]
+    lineage: dict[str, Any]
+    query: dict[str, Any]
+    created_at: datetime
+
+
+def dataset_card(manifest: DatasetManifest, fmt: str, container: str, splits: dict[str, int]) -> str:
+    header: dict[str, Any] = {
+        "pretty_name": f"{manifest.name} v{manifest.version}",
+        "tags": ["hardlabel", "distillation"],
+    }
+    if container != "hf":
+        header["configs"] = [
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": split_file(container, split)} for split in splits],
+            }
+        ]
+    lineage = manifest.lineage
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# {manifest.name} v{manifest.version}",
+        "",
+        f"A frozen hardlabel dataset version (id {manifest.id}), created {manifest.created_at.isoformat()}.",
+        "",
+        f"- **Format**: {FORMAT_TEXT[fmt]}",
+        "- **Rows**: " + ", ".join(f"{split} {n:,}" for split, n in splits.items()),
+        f"- **Content digest** (sha256): `{manifest.digest}`",
+        f"- **Load**: `{LOADERS[container].format(dir='.')}`",
+        "",
+        "## Lineage",
+        "",
+    ]
+    for job in lineage.get("jobs", []):
+        recipe = job.get("recipe", {})
+        teacher = job.get("teacher", {})
+        lines.append(
+            f"- job {job.get('id')}: recipe {recipe.get('name')!s} v{recipe.get('version')!s}, "
+            f"teacher `{teacher.get('model')}`, {job.get('rows', 0):,} rows"
+        )
+    for run in lineage.get("filter_runs", []):
+        names = ", ".join(f.get("name") or f.get("type", "?") for f in run.get("filters") or [])
+        lines.append(f"- filter run {run.get('id')}: {names}")
+    reviews = lineage.get("review_counts", {})
+    if reviews:
+        lines.append(
+            "- review status of teacher rows: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reviews.items()))
+        )
+    ground_truth = lineage.get("ground_truth")
+    if ground_truth:
+        lines.append(
+            f"- ground truth: {ground_truth.get('rows', 0):,} rows (actual ratio "
+            f"{ground_truth.get('actual_ratio')}, requested {ground_truth.get('requested_ratio')})"
+        )
+    lines += [
+        "",
+        "<details><summary>Full lineage and query (JSON)</summary>",
+        "",
+        "```json",
+        json.dumps({"query": manifest.query, "lineage": lineage}, indent=2, ensure_ascii=False, default=str),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)

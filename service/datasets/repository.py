@@ -1,0 +1,260 @@
+"""Dataset versions and their rows in Postgres: set-based copies, digests, lineage aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, case, cast, func, insert, literal, select, text
+from sqlalchemy.orm import Session
+
+from service.db.models import DatasetRow, DatasetVersion, FilterRun, FilterVerdict, Job, Recipe, Sample
+from service.filters.selection import current_answer, current_question
+
+# Rows per block of the content digest (see content_digest).
+DIGEST_BLOCK_ROWS = 10_000
+INSERT_BATCH = 10_000
+
+
+def lock_name(session: Session, name: str) -> None:
+    """Serialise version creation per name until commit (versions are numbered 1, 2, …)."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"hardlabel-dataset:{name}"}
+    )
+
+
+def next_version(session: Session, name: str) -> int:
+    latest = session.scalar(select(func.max(DatasetVersion.version)).where(DatasetVersion.name == name))
+    return int(latest or 0) + 1
+
+
+def add_version(
+    session: Session, *, name: str, version: int, query: dict[str, Any], created_by: int | None
+) -> DatasetVersion:
+    row = DatasetVersion(name=name, version=version, query=query, digest="", created_by=created_by)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def copy_teacher_rows(
+    session: Session,
+    dataset_id: int,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    limit: int | None,
+    test_fraction: float,
+    split_seed: int,
+    stratify_by_job: bool,
+    system: str | None,
+) -> int:
+    """INSERT … SELECT the matching samples' current text as rows 0..n-1 (by sample id); one statement.
+
+    The split ranks samples by md5("<seed>:<sample id>") (per job when stratified) and puts the
+    round(test_fraction × n) first-ranked ones in `test`.
+    """
+    chosen = (
+        select(
+            Sample.id.label("sample_id"),
+            Sample.job_id.label("job_id"),
+            current_question().label("question"),
+            current_answer().label("answer"),
+        )
+        .where(*conditions)
+        .order_by(Sample.id)
+    )
+    if limit is not None:
+        chosen = chosen.limit(limit)
+    s = chosen.subquery("s")
+    split: ColumnElement[str]
+    if test_fraction > 0:
+        key = func.md5(literal(f"{split_seed}:", String) + cast(s.c.sample_id, String))
+        partition = [s.c.job_id] if stratify_by_job else None
+        rank = func.row_number().over(partition_by=partition, order_by=(key, s.c.sample_id))
+        size = func.count().over(partition_by=partition)
+        split = case((rank <= func.round(size * test_fraction), "test"), else_="train")
+    else:
+        split = literal("train", String)
+    rows = select(
+        literal(dataset_id),
+        func.row_number().over(order_by=s.c.sample_id) - 1,
+        split,
+        literal("teacher", String),
+        s.c.sample_id,
+        s.c.question,
+        s.c.answer,
+        literal(system, String),
+        func.jsonb_build_object("job_id", s.c.job_id),
+    )
+    columns = [
+        "dataset_id",
+        "row_index",
+        "split",
+        "source",
+        "sample_id",
+        "question",
+        "answer",
+        "system",
+        "extra",
+    ]
+    statement = insert(DatasetRow).from_select(columns, rows).execution_options(preserve_rowcount=True)
+    result = session.connection().execute(statement)  # Core: an INSERT's row count needs preserve_rowcount
+    return int(result.rowcount)
+
+
+def insert_ground_truth_rows(
+    session: Session, dataset_id: int, first_index: int, records: Sequence[tuple[int, str, str, str | None]]
+) -> None:
+    """Append (record index, question, answer, system) rows to the train split, in batches."""
+    for start in range(0, len(records), INSERT_BATCH):
+        batch = records[start : start + INSERT_BATCH]
+        session.execute(
+            text(
+                """
+                INSERT INTO dataset_row
+                    (dataset_id, row_index, split, source, sample_id, question, answer, system, extra)
+                SELECT :dataset_id, :first + g.ord - 1, 'train', 'ground_truth', NULL,
+                       g.question, g.answer, g.system, jsonb_build_object('ground_truth_index', g.idx)
+                FROM unnest(CAST(:idx AS bigint[]), CAST(:questions AS text[]), CAST(:answers AS text[]),
+                            CAST(:systems AS text[])) WITH ORDINALITY AS g(idx, question, answer, system, ord)
+                """
+            ),
+            {
+                "dataset_id": dataset_id,
+                "first": first_index + start,
+                "idx": [r[0] for r in batch],
+                "questions": [r[1] for r in batch],
+                "answers": [r[2] for r in batch],
+                "systems": [r[3] for r in batch],
+            },
+        )
+
+
+def row_counts(session: Session, dataset_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(DatasetRow.split, DatasetRow.source, func.count())
+        .where(DatasetRow.dataset_id == dataset_id)
+        .group_by(DatasetRow.split, DatasetRow.source)
+    ).all()
+    counts = {"total": 0, "train": 0, "test": 0, "teacher": 0, "ground_truth": 0}
+    for split, source, n in rows:
+        counts[split] += n
+        counts[source] += n
+        counts["total"] += n
+    return counts
+
+
+def content_digest(session: Session, dataset_id: int) -> str:
+    """sha256 hex of the block digests, one per DIGEST_BLOCK_ROWS rows in row order, joined by "\\n".
+
+    A block digest is the sha256 hex of its rows' canonical text joined by "\\n"; a row's canonical
+    text is Postgres' `json_build_array(split, source, question, answer, system)::text`. Computed in
+    Postgres block by block, so a million rows never travel to the API.
+    """
+    import hashlib
+
+    blocks = session.scalars(
+        text(
+            """
+            SELECT encode(sha256(convert_to(
+                       string_agg(json_build_array(split, source, question, answer, system)::text, E'\\n'
+                                  ORDER BY row_index),
+                       'UTF8')), 'hex')
+            FROM dataset_row WHERE dataset_id = :id
+            GROUP BY row_index / :block ORDER BY row_index / :block
+            """
+        ),
+        {"id": dataset_id, "block": DIGEST_BLOCK_ROWS},
+    ).all()
+    return hashlib.sha256("\n".join(blocks).encode("ascii")).hexdigest()
+
+
+def existing_filter_names(session: Session, names: Sequence[str]) -> set[str]:
+    found = set()
+    for name in names:  # one index probe each on (filter_name, passed, sample_id)
+        if session.scalar(select(FilterVerdict.sample_id).where(FilterVerdict.filter_name == name).limit(1)):
+            found.add(name)
+    return found
+
+
+def jobs_of_rows(session: Session, dataset_id: int) -> list[dict[str, Any]]:
+    job_id = cast(DatasetRow.extra["job_id"].astext, Job.id.type)
+    counts = (
+        select(job_id.label("job_id"), func.count().label("rows"))
+        .where(DatasetRow.dataset_id == dataset_id, DatasetRow.source == "teacher")
+        .group_by(job_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Job, Recipe, counts.c.rows)
+        .join(counts, counts.c.job_id == Job.id)
+        .join(Recipe, Recipe.id == Job.recipe_id)
+        .order_by(Job.id)
+    ).all()
+    return [
+        {
+            "id": job.id,
+            "rows": int(n),
+            "status": job.status,
+            "seed": job.seed,
+            "teacher": {
+                k: job.teacher.get(k)
+                for k in ("model", "revision", "engine", "base_url")
+                if job.teacher.get(k)
+            },
+            "recipe": {
+                "id": recipe.id,
+                "name": recipe.name,
+                "version": recipe.version,
+                "digest": recipe.digest,
+            },
+        }
+        for job, recipe, n in rows
+    ]
+
+
+def verdicts_of_rows(session: Session, dataset_id: int) -> list[tuple[str, int, bool, int]]:
+    """(filter name, filter run id, passed, rows) over the version's teacher rows."""
+    rows = session.execute(
+        select(FilterVerdict.filter_name, FilterVerdict.filter_run_id, FilterVerdict.passed, func.count())
+        .join(DatasetRow, DatasetRow.sample_id == FilterVerdict.sample_id)
+        .where(DatasetRow.dataset_id == dataset_id)
+        .group_by(FilterVerdict.filter_name, FilterVerdict.filter_run_id, FilterVerdict.passed)
+    ).all()
+    return [(name, int(run), bool(passed), int(n)) for name, run, passed, n in rows]
+
+
+def filter_runs(session: Session, run_ids: Sequence[int]) -> list[FilterRun]:
+    return list(
+        session.scalars(select(FilterRun).where(FilterRun.id.in_(list(run_ids))).order_by(FilterRun.id))
+    )
+
+
+def review_state_of_rows(session: Session, dataset_id: int) -> tuple[dict[str, int], int]:
+    """Review statuses of the samples behind the rows, and how many rows carry a reviewer's edit."""
+    rows = session.execute(
+        select(
+            Sample.review_status,
+            func.count(),
+            func.count().filter((Sample.edited_question.is_not(None)) | (Sample.edited_answer.is_not(None))),
+        )
+        .join(DatasetRow, DatasetRow.sample_id == Sample.id)
+        .where(DatasetRow.dataset_id == dataset_id)
+        .group_by(Sample.review_status)
+    ).all()
+    return {status: int(n) for status, n, _ in rows}, sum(int(e) for _, _, e in rows)
+
+
+def get_version(session: Session, dataset_id: int) -> DatasetVersion | None:
+    return session.get(DatasetVersion, dataset_id)
+
+
+def list_versions(
+    session: Session, *, name: str | None, limit: int, offset: int
+) -> tuple[list[DatasetVersion], int]:
+    query = select(DatasetVersion)
+    if name is not None:
+        query = query.where(DatasetVersion.name == name)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(DatasetVersion.id.desc()).limit(limit).offset(offset))
+    return list(rows), int(total)

@@ -1,0 +1,220 @@
+"""`/v1/datasets`: freeze curated versions (immutable: no route changes a version), read them, and
+download exports (JSONL and Parquet streamed; an HF `save_to_disk` folder as a tar)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service.datasets import service
+from service.datasets.export.card import dataset_card
+from service.datasets.export.containers import jsonl_stream, parquet_stream
+from service.datasets.export.folder import export_to_folder
+from service.datasets.export.formats import format_batch, format_schema
+from service.datasets.export.rows import flat_batches, has_system, split_sizes
+from service.datasets.ground_truth import GroundTruthError, parse_jsonl
+from service.datasets.schemas import DatasetCreate, DatasetDetail, DatasetOut, ExportContainer, ExportFormat
+from service.db.session import get_engine
+from service.dependencies import Admin, PageDep, SessionDep, SettingsDep, Viewer
+from service.errors import NotFoundError, ValidationProblem
+from service.limits import BIGINT_MAX
+from service.pagination import Page
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+DatasetId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+MEDIA_TYPES = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
+
+_CREATE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": DatasetCreate.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["spec"],
+                "properties": {
+                    "spec": {"type": "string", "description": "The DatasetCreate document as JSON."},
+                    "ground_truth": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "JSONL of {question, answer, system?} records.",
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+def _validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": (*prefix, *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    )
+
+
+async def _read_create_request(request: Request) -> tuple[DatasetCreate, bytes | None]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        spec = form.get("spec")
+        if spec is None:
+            raise ValidationProblem.at(("body", "spec"), "the multipart body needs a `spec` part (JSON)")
+        raw_spec = await spec.read() if isinstance(spec, UploadFile) else spec.encode("utf-8")
+        try:
+            payload = DatasetCreate.model_validate_json(raw_spec)
+        except ValidationError as exc:
+            raise _validation_error(exc, ("body", "spec")) from exc
+        upload = form.get("ground_truth")
+        data = await upload.read() if isinstance(upload, UploadFile) else None
+        return payload, data
+    if content_type and not content_type.startswith("application/json"):
+        raise ValidationProblem.at(("header", "content-type"), "send application/json or multipart/form-data")
+    try:
+        return DatasetCreate.model_validate_json(await request.body()), None
+    except ValidationError as exc:
+        raise _validation_error(exc, ("body",)) from exc
+
+
+@router.post(
+    "",
+    response_model=DatasetDetail,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": _CREATE_BODY},
+)
+async def create_dataset(request: Request, principal: Admin, session: SessionDep) -> DatasetDetail:
+    """Freeze a new dataset version from a query (JSON, or multipart with a ground-truth JSONL upload)."""
+    payload, upload = await _read_create_request(request)
+    records = None
+    if upload is not None:
+        try:
+            records = parse_jsonl(upload)
+        except GroundTruthError as exc:
+            raise ValidationProblem.at(("body", "ground_truth"), str(exc)) from exc
+    version = await run_in_threadpool(
+        service.create_dataset, session, payload, principal=principal, uploaded_ground_truth=records
+    )
+    return DatasetDetail.model_validate(version)
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(
+    _: Viewer,
+    session: SessionDep,
+    page: PageDep,
+    name: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Only versions of this name.")
+    ] = None,
+) -> Page[DatasetOut]:
+    """List dataset versions, newest first."""
+    rows, total = service.list_datasets(session, name=name, limit=page.limit, offset=page.offset)
+    return Page[DatasetOut](
+        items=[DatasetOut.model_validate(r) for r in rows], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail)
+def get_dataset(_: Viewer, session: SessionDep, dataset_id: DatasetId) -> DatasetDetail:
+    """One dataset version with its row counts, digest and lineage."""
+    return DatasetDetail.model_validate(service.get_dataset(session, dataset_id))
+
+
+FormatQuery = Annotated[ExportFormat, Query(description="prompt_completion (TRL), messages, or alpaca.")]
+ContainerQuery = Annotated[
+    ExportContainer, Query(description="jsonl, parquet, or hf (a save_to_disk folder, as tar).")
+]
+
+
+@router.get("/{dataset_id}/card", response_class=PlainTextResponse)
+def dataset_card_markdown(
+    _: Viewer,
+    session: SessionDep,
+    dataset_id: DatasetId,
+    format: FormatQuery = "prompt_completion",
+    container: ContainerQuery = "jsonl",
+) -> PlainTextResponse:
+    """The dataset card (README.md with lineage) an export of this version carries."""
+    version = service.get_dataset(session, dataset_id)
+    splits = {s: int(version.row_counts.get(s, 0)) for s in ("train", "test") if version.row_counts.get(s)}
+    card = dataset_card(service.manifest_of(version), format, container, splits)
+    return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
+
+
+@router.get(
+    "/{dataset_id}/export",
+    responses={
+        200: {
+            "description": "A split as JSONL or Parquet (streamed), or all splits as a tar of an HF folder.",
+            "content": {
+                "application/x-ndjson": {},
+                "application/vnd.apache.parquet": {},
+                "application/x-tar": {},
+            },
+        }
+    },
+)
+def export_dataset(
+    _: Viewer,
+    session: SessionDep,
+    settings: SettingsDep,
+    dataset_id: DatasetId,
+    format: FormatQuery = "prompt_completion",
+    container: ContainerQuery = "jsonl",
+    split: Annotated[
+        Literal["train", "test"], Query(description="jsonl/parquet: the split to download.")
+    ] = "train",
+) -> Any:
+    """Download an export of a version in a training format."""
+    version = service.get_dataset(session, dataset_id)
+    manifest = service.manifest_of(version)
+    assert settings.database_url is not None
+    engine = get_engine(settings.database_url)
+    stem = f"{version.name}-v{version.version}"
+    if container == "hf":
+        workdir = FilePath(tempfile.mkdtemp(prefix="hardlabel-export-"))
+        folder = workdir / stem
+        export_to_folder(engine, manifest, format, "hf", folder)
+        archive = workdir / f"{stem}.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(folder, arcname=stem)
+        return FileResponse(
+            archive,
+            media_type="application/x-tar",
+            filename=f"{stem}-{format}-hf.tar",
+            background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True),
+        )
+    with engine.connect() as conn:
+        sizes = split_sizes(conn, version.id)
+        with_system = has_system(conn, version.id)
+    if split not in sizes:
+        raise NotFoundError(f"dataset version {dataset_id} has no {split} rows (splits: {', '.join(sizes)})")
+    batches = (
+        format_batch(b, format, has_system=with_system) for b in flat_batches(engine, version.id, split)
+    )
+    body = (
+        jsonl_stream(batches)
+        if container == "jsonl"
+        else parquet_stream(batches, format_schema(format, has_system=with_system))
+    )
+    filename = f"{stem}-{format}-{split}.{container}"
+    return StreamingResponse(
+        body,
+        media_type=MEDIA_TYPES[container],
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Dataset-Digest": manifest.digest,
+            "X-Row-Count": json.dumps(sizes[split]),
+        },
+    )

@@ -1,0 +1,142 @@
+"""Dataset-version payloads. Read from ORM rows with from_attributes (no ORM import here)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.limits import BIGINT_MAX, INT_MAX
+from service.reviews.schemas import Tag
+
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+ReviewStatus = Literal["pending", "accepted", "rejected"]
+# Accepted samples, plus pending ones that some filter judged and none failed.
+ACCEPTED_OR_UNREVIEWED_PASSED_ALL = "accepted_or_unreviewed_passed_all"
+
+
+def _accepted_only() -> list[ReviewStatus]:
+    return ["accepted"]
+
+
+class DatasetQuery(BaseModel):
+    """Which samples become rows (AND of everything given). Rows are taken in sample-id order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_ids: list[int] = Field(min_length=1, max_length=1000)
+    stage: str | None = Field(
+        default=None, min_length=1, max_length=100, description="Default: the jobs' answer stage."
+    )
+    require_passed: list[str] = Field(
+        default_factory=list, max_length=32, description="Filter names every row must have passed."
+    )
+    review_status: list[ReviewStatus] | Literal["accepted_or_unreviewed_passed_all"] = Field(
+        default_factory=_accepted_only,
+        description='Review statuses to include (default ["accepted"]), or '
+        '"accepted_or_unreviewed_passed_all": accepted samples plus pending ones that some filter judged '
+        "and none failed.",
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=20, description="Tags every row must carry.")
+    exclude_tags: list[Tag] = Field(default_factory=list, max_length=20, description="Tags no row may carry.")
+    limit: int | None = Field(
+        default=None, ge=1, le=INT_MAX, description="At most this many samples (lowest ids)."
+    )
+
+    @field_validator("job_ids")
+    @classmethod
+    def _job_ids(cls, job_ids: list[int]) -> list[int]:
+        for job_id in job_ids:
+            if not 1 <= job_id <= BIGINT_MAX:
+                raise ValueError(f"not a job id: {job_id}")
+        return sorted(set(job_ids))
+
+    @field_validator("review_status")
+    @classmethod
+    def _statuses(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one review status")
+            return sorted(set(value))
+        return value
+
+
+class SplitSpec(BaseModel):
+    """A deterministic train/test split.
+
+    Each sample's rank is its position when ordered by md5("<seed>:<sample id>"); the
+    round(test_fraction × n) lowest-ranked samples are `test`, the rest `train`. With
+    `stratify_by_job` the ranking and the count are per job. The same seed and samples always give
+    the same split; adding samples moves few others.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    test_fraction: float = Field(ge=0, lt=1)
+    seed: int = Field(default=0, ge=0, le=BIGINT_MAX)
+    stratify_by_job: bool = False
+
+
+class GroundTruthRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    system: str | None = None
+
+
+class GroundTruthSpec(BaseModel):
+    """Human-written records mixed into the train split beside the teacher's labels.
+
+    With `ratio` r, the train split gets n_gt = min(available, round(n_teacher_train × r / (1 − r)))
+    ground-truth rows, so ground truth makes up r of the train rows (less when too few records were
+    given; the actual ratio is in the lineage). Which records: the first n_gt when ordered by
+    sha256("<split seed>:<record index>"). Without `ratio`, every record is used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[GroundTruthRecord] | None = Field(
+        default=None, description="Inline records; or upload a JSONL file (multipart part `ground_truth`)."
+    )
+    ratio: float | None = Field(default=None, gt=0, lt=1)
+
+
+class DatasetCreate(BaseModel):
+    """Freeze a new version of a named dataset from a query over curated samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=DATASET_NAME_PATTERN, description="Versions are numbered per name: 1, 2, …")
+    query: DatasetQuery
+    split: SplitSpec | None = None
+    ground_truth: GroundTruthSpec | None = None
+    system: str | None = Field(
+        default=None, max_length=100_000, description="System prompt stored with every teacher row."
+    )
+
+
+class DatasetOut(BaseModel):
+    """A frozen dataset version."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    version: int
+    query: dict[str, Any] = Field(description="The request that created it (stage resolved).")
+    row_counts: dict[str, int] = Field(description="Rows per split and per source, and the total.")
+    digest: str = Field(description="SHA-256 of the rows' content in row order (see the README).")
+    created_by: int | None
+    created_at: datetime
+
+
+class DatasetDetail(DatasetOut):
+    lineage: dict[str, Any] = Field(
+        description="Jobs, recipes, teachers, filter runs (with specs), review counts, ground truth."
+    )
+
+
+ExportFormat = Literal["prompt_completion", "messages", "alpaca"]
+ExportContainer = Literal["jsonl", "parquet", "hf"]

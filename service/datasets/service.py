@@ -1,0 +1,197 @@
+"""Dataset versions: creation from a query (rows copied set-based, split, ground truth mixed,
+digest and lineage recorded), reading, and what exports need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, cast, or_
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+from service.auth import Principal
+from service.datasets import repository
+from service.datasets.export.card import DatasetManifest
+from service.datasets.ground_truth import choose_records, ground_truth_count, records_digest
+from service.datasets.schemas import ACCEPTED_OR_UNREVIEWED_PASSED_ALL, DatasetCreate, GroundTruthRecord
+from service.db.models import DatasetVersion, Sample
+from service.errors import NotFoundError, ValidationProblem
+from service.filters.conditions import passed_all_condition, passed_conditions
+from service.filters.selection import current_answer, selection_conditions
+from service.filters.stages import resolve_stage
+from service.reviews.conditions import review_status_condition, tags_condition
+
+
+def _conditions(session: Session, payload: DatasetCreate, stage: str) -> list[ColumnElement[bool]]:
+    query = payload.query
+    conditions = selection_conditions(query.job_ids, stage, include_parse_failed=True)
+    conditions.append(current_answer().is_not(None))  # a failed parse counts once a reviewer wrote an answer
+    if query.require_passed:
+        known = repository.existing_filter_names(session, query.require_passed)
+        missing = [name for name in query.require_passed if name not in known]
+        if missing:
+            raise ValidationProblem.at(
+                ("body", "query", "require_passed"),
+                f"no verdicts of filter(s) {', '.join(missing)}: run them first",
+            )
+        conditions.extend(passed_conditions(query.require_passed))
+    if query.review_status == ACCEPTED_OR_UNREVIEWED_PASSED_ALL:
+        conditions.append(
+            or_(
+                Sample.review_status == "accepted",
+                (Sample.review_status == "pending") & passed_all_condition(),
+            )
+        )
+    else:
+        conditions.append(review_status_condition(list(query.review_status)))
+    if query.tags:
+        conditions.append(tags_condition(query.tags))
+    if query.exclude_tags:
+        unwanted = cast(list(query.exclude_tags), ARRAY(String(100)))
+        conditions.append(~Sample.tags.op("&&", is_comparison=True)(unwanted))
+    return conditions
+
+
+def create_dataset(
+    session: Session,
+    payload: DatasetCreate,
+    *,
+    principal: Principal,
+    uploaded_ground_truth: list[GroundTruthRecord] | None = None,
+) -> DatasetVersion:
+    """Freeze a new version of `payload.name` (see DatasetCreate, SplitSpec, GroundTruthSpec).
+
+    Everything happens in the caller's transaction: a version with a problem is never half-stored.
+    """
+    query = payload.query
+    stage = resolve_stage(session, query.job_ids, query.stage, ("body", "query"))
+    conditions = _conditions(session, payload, stage)
+    gt_spec = payload.ground_truth
+    gt_records = (
+        uploaded_ground_truth if uploaded_ground_truth is not None else (gt_spec.records if gt_spec else None)
+    )
+    if gt_spec is not None and not gt_records:
+        raise ValidationProblem.at(
+            ("body", "ground_truth", "records"),
+            "give records, or upload a JSONL file as the `ground_truth` part",
+        )
+    split = payload.split
+    test_fraction, split_seed = (split.test_fraction, split.seed) if split else (0.0, 0)
+
+    repository.lock_name(session, payload.name)
+    version_number = repository.next_version(session, payload.name)
+    stored_query: dict[str, Any] = payload.model_dump(mode="json", exclude={"ground_truth"})
+    stored_query["query"]["stage"] = stage
+    if gt_spec is not None and gt_records is not None:
+        stored_query["ground_truth"] = {"ratio": gt_spec.ratio, "records": len(gt_records)}
+    version = repository.add_version(
+        session, name=payload.name, version=version_number, query=stored_query, created_by=principal.token_id
+    )
+    teacher_rows = repository.copy_teacher_rows(
+        session,
+        version.id,
+        conditions,
+        limit=query.limit,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        stratify_by_job=bool(split and split.stratify_by_job),
+        system=payload.system,
+    )
+    if teacher_rows == 0:
+        passed = f", passed {', '.join(query.require_passed)}" if query.require_passed else ""
+        jobs = ", ".join(map(str, query.job_ids))
+        raise ValidationProblem.at(
+            ("body", "query"),
+            f"no samples match (jobs {jobs}, stage {stage!r}, review status {query.review_status!r}{passed})",
+        )
+    counts = repository.row_counts(session, version.id)
+    ground_truth: dict[str, Any] | None = None
+    if gt_records:
+        n = ground_truth_count(len(gt_records), counts["train"], gt_spec.ratio if gt_spec else None)
+        chosen = choose_records(gt_records, n, split_seed)
+        repository.insert_ground_truth_rows(
+            session,
+            version.id,
+            teacher_rows,
+            [
+                (i, r.question, r.answer, r.system if r.system is not None else payload.system)
+                for i, r in chosen
+            ],
+        )
+        counts = repository.row_counts(session, version.id)
+        ground_truth = {
+            "available": len(gt_records),
+            "rows": n,
+            "requested_ratio": gt_spec.ratio if gt_spec else None,
+            "actual_ratio": round(n / counts["train"], 6) if counts["train"] else None,
+            "records_sha256": records_digest(gt_records),
+            "choice": "first n by sha256('<split seed>:<record index>'), in upload order",
+        }
+    version.row_counts = counts
+    version.digest = repository.content_digest(session, version.id)
+    version.lineage = _lineage(session, version.id, stage, ground_truth, principal)
+    session.flush()
+    return version
+
+
+def _lineage(
+    session: Session, dataset_id: int, stage: str, ground_truth: dict[str, Any] | None, principal: Principal
+) -> dict[str, Any]:
+    jobs = repository.jobs_of_rows(session, dataset_id)
+    recipes = {job["recipe"]["id"]: job["recipe"] for job in jobs}
+    teachers = sorted({job["teacher"].get("model", "?") for job in jobs})
+    filters: dict[str, dict[str, int]] = {}
+    run_ids: set[int] = set()
+    for name, run_id, passed, n in repository.verdicts_of_rows(session, dataset_id):
+        run_ids.add(run_id)
+        bucket = filters.setdefault(name, {"passed": 0, "failed": 0})
+        bucket["passed" if passed else "failed"] += n
+    runs = [
+        {
+            "id": run.id,
+            "status": run.status,
+            "created_at": run.created_at.isoformat(),
+            "selection": run.spec.get("selection"),
+            "filters": run.spec.get("filters"),
+        }
+        for run in repository.filter_runs(session, sorted(run_ids))
+    ]
+    reviews, edited = repository.review_state_of_rows(session, dataset_id)
+    return {
+        "stage": stage,
+        "jobs": jobs,
+        "recipes": list(recipes.values()),
+        "teachers": teachers,
+        "filter_runs": runs,
+        "filters": filters,
+        "review_counts": reviews,
+        "edited_rows": edited,
+        "ground_truth": ground_truth,
+        "created_by": {"token_id": principal.token_id, "name": principal.name},
+    }
+
+
+def get_dataset(session: Session, dataset_id: int) -> DatasetVersion:
+    version = repository.get_version(session, dataset_id)
+    if version is None:
+        raise NotFoundError(f"dataset version {dataset_id} does not exist")
+    return version
+
+
+def list_datasets(
+    session: Session, *, name: str | None, limit: int, offset: int
+) -> tuple[list[DatasetVersion], int]:
+    return repository.list_versions(session, name=name, limit=limit, offset=offset)
+
+
+def manifest_of(version: DatasetVersion) -> DatasetManifest:
+    return DatasetManifest(
+        id=version.id,
+        name=version.name,
+        version=version.version,
+        digest=version.digest,
+        row_counts=dict(version.row_counts),
+        lineage=dict(version.lineage),
+        query=dict(version.query),
+        created_at=version.created_at,
+    )

@@ -1,0 +1,77 @@
+"""The built-in filters, built from their specs (`service.filters.specs`)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+
+from service.filters.builtin.base import SampleFilter
+from service.filters.builtin.decontamination import Decontamination
+from service.filters.builtin.exact_dedup import ExactDuplicates
+from service.filters.builtin.json_validity import JsonValidity
+from service.filters.builtin.judge_score import JudgeScoreThreshold
+from service.filters.builtin.length import LengthCheck
+from service.filters.builtin.near_dup import NearDuplicates
+from service.filters.builtin.pattern import RegexCheck
+from service.filters.builtin.verifier import ReferenceVerifier
+from service.filters.eval_sets import read_eval_set
+from service.filters.records import SampleRecord, Verdict
+from service.filters.specs import (
+    DecontaminationFilter,
+    ExactDedupFilter,
+    FilterSpec,
+    JsonSchemaFilter,
+    JudgeScoreFilter,
+    LengthFilter,
+    NearDupFilter,
+    RegexFilter,
+    VerifierFilter,
+    sample_order,
+)
+
+# (dataset version ids, field) → (label, text) of those versions' rows, for near_dup's `against_datasets`.
+ReferenceTexts = Callable[[Sequence[int], str], Iterable[tuple[str, str]]]
+
+__all__ = ["ReferenceTexts", "SampleFilter", "apply_filter", "build_filter"]
+
+
+def build_filter(spec: FilterSpec, reference_texts: ReferenceTexts | None = None) -> SampleFilter:
+    """The filter object for `spec` (eval sets and reference rows are read here, once)."""
+    if isinstance(spec, LengthFilter):
+        return LengthCheck(spec.params)
+    if isinstance(spec, RegexFilter):
+        return RegexCheck(spec.params)
+    if isinstance(spec, ExactDedupFilter):
+        return ExactDuplicates(spec.params)
+    if isinstance(spec, NearDupFilter):
+        references: Iterable[tuple[str, str]] = ()
+        if spec.params.against_datasets:
+            if reference_texts is None:
+                raise ValueError("near_dup against_datasets needs a source of dataset rows")
+            references = reference_texts(spec.params.against_datasets, spec.params.field)
+        return NearDuplicates(spec.params, references)
+    if isinstance(spec, VerifierFilter):
+        return ReferenceVerifier(spec.params)
+    if isinstance(spec, JsonSchemaFilter):
+        return JsonValidity(spec.params)
+    if isinstance(spec, JudgeScoreFilter):
+        return JudgeScoreThreshold(spec.params)
+    if isinstance(spec, DecontaminationFilter):
+        items = itertools.chain.from_iterable(read_eval_set(s) for s in spec.params.eval_sets)
+        return Decontamination(spec.params, items)
+    raise TypeError(f"unknown filter spec {type(spec).__name__}")
+
+
+def ordered(samples: Iterable[SampleRecord], order: str) -> list[SampleRecord]:
+    """`samples` in a run's order: by id, or by judge score (highest first, unscored last) then id."""
+    if order == "highest_score":
+        return sorted(samples, key=lambda s: (s["score"] is None, -(s["score"] or 0.0), s["id"]))
+    return sorted(samples, key=lambda s: s["id"])
+
+
+def apply_filter(
+    spec: FilterSpec, samples: Iterable[SampleRecord], reference_texts: ReferenceTexts | None = None
+) -> dict[int, Verdict]:
+    """Every sample's verdict (by sample id), as a filter run would store it: the pure entry point."""
+    verdicts = build_filter(spec, reference_texts).evaluate(ordered(samples, sample_order(spec)))
+    return {v.sample_id: v for v in verdicts}

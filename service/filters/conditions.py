@@ -1,0 +1,63 @@
+"""Sample-listing conditions on stored filter verdicts and judge scores.
+
+`passed=a,b` keeps samples that passed every listed filter; `failed=a,b` keeps samples that failed
+at least one of them (what a reviewer looks at: everything any of those filters rejected). A sample
+a filter never judged neither passed nor failed it. Each condition is an EXISTS probe on the
+verdict primary key (sample_id, filter_name), so keyset pages by sample id stay index-driven.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, exists, select
+
+from service.db.models import FilterVerdict, Sample
+
+
+def passed_conditions(names: Sequence[str]) -> list[ColumnElement[bool]]:
+    """One condition per name: the sample's verdict of that filter is a pass."""
+    return [
+        exists(
+            select(FilterVerdict.sample_id).where(
+                FilterVerdict.sample_id == Sample.id,
+                FilterVerdict.filter_name == name,
+                FilterVerdict.passed.is_(True),
+            )
+        )
+        for name in dict.fromkeys(names)
+    ]
+
+
+def failed_condition(names: Sequence[str]) -> ColumnElement[bool]:
+    """The sample failed at least one of the named filters."""
+    unique = list(dict.fromkeys(names))
+    name_match = (
+        FilterVerdict.filter_name == unique[0] if len(unique) == 1 else FilterVerdict.filter_name.in_(unique)
+    )
+    return exists(
+        select(FilterVerdict.sample_id).where(
+            FilterVerdict.sample_id == Sample.id, name_match, FilterVerdict.passed.is_(False)
+        )
+    )
+
+
+def passed_all_condition() -> ColumnElement[bool]:
+    """Some filter judged the sample and none failed it."""
+    judged = exists(select(FilterVerdict.sample_id).where(FilterVerdict.sample_id == Sample.id))
+    failed = exists(
+        select(FilterVerdict.sample_id).where(
+            FilterVerdict.sample_id == Sample.id, FilterVerdict.passed.is_(False)
+        )
+    )
+    return judged & ~failed
+
+
+def score_conditions(score_min: float | None, score_max: float | None) -> list[ColumnElement[bool]]:
+    """Judge score within [score_min, score_max] (an unscored sample matches neither bound)."""
+    conditions: list[ColumnElement[bool]] = []
+    if score_min is not None:
+        conditions.append(Sample.score >= score_min)
+    if score_max is not None:
+        conditions.append(Sample.score <= score_max)
+    return conditions

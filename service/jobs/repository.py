@@ -1,0 +1,76 @@
+"""Job rows, their shards (tasks) and their events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.db.models import Event, Job, Task
+
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def lock_idempotency_key(session: Session, key: str) -> None:
+    """Serialize submissions with one key until the transaction ends (the second sees the first's job)."""
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("job-idempotency:" + key, 0))))
+
+
+def get_by_idempotency_key(session: Session, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.idempotency_key == key))
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
+    return session.get(Job, job_id, with_for_update=for_update)
+
+
+def add_job(session: Session, **values: Any) -> Job:
+    job = Job(**values)
+    session.add(job)
+    session.flush()
+    session.refresh(job)  # server defaults (status, counters, created_at)
+    return job
+
+
+def list_jobs(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def list_shards(session: Session, job_id: int) -> list[Task]:
+    return list(session.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.id)))
+
+
+def cancel_job_rows(session: Session, job: Job) -> int:
+    """Cancel the job and its unfinished tasks; returns how many tasks were cancelled.
+
+    A worker's fenced write locks its task row, so this waits for the chunk in flight, which stays;
+    the worker's next fence then finds the task cancelled and stops.
+    """
+    session.execute(update(Job).where(Job.id == job.id).values(status="cancelled", finished_at=func.now()))
+    cancelled = session.execute(
+        update(Task)
+        .where(Task.job_id == job.id, Task.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", finished_at=func.now(), lease_expires_at=None)
+        .returning(Task.id)
+    )
+    count = len(cancelled.all())
+    session.flush()
+    session.refresh(job)
+    return count
+
+
+def list_events(
+    session: Session, job_id: int, *, after_id: int | None, limit: int, offset: int
+) -> tuple[list[Event], int]:
+    query = select(Event).where(Event.job_id == job_id)
+    if after_id is not None:
+        query = query.where(Event.id > after_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Event.id).limit(limit).offset(offset))
+    return list(rows), total

@@ -1,0 +1,211 @@
+"""Job payloads. Read from ORM rows (and computed progress) with from_attributes; no ORM import here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    computed_field,
+    field_serializer,
+    model_validator,
+)
+
+from generator.engines.base import TeacherConfig
+from service.errors import union_tag
+from service.jobs.progress import compute_progress
+from service.limits import BIGINT_MAX, INT_MAX
+from service.recipes.schemas import RECIPE_NAME_PATTERN
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+REDACTED = "***"
+
+
+class RecipeById(BaseModel):
+    """A stored recipe version by id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int = Field(ge=1, le=INT_MAX)
+
+
+class RecipeByName(BaseModel):
+    """A stored recipe by name: the given version, or the latest one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=RECIPE_NAME_PATTERN)
+    version: int | None = Field(default=None, ge=1, le=INT_MAX)
+
+
+def _recipe_kind(value: Any) -> str:
+    keys = (
+        set(value) if isinstance(value, dict) else set(vars(value)) if isinstance(value, BaseModel) else set()
+    )
+    if isinstance(value, RecipeById) or (keys and keys <= {"id"}):
+        return BY_ID
+    if isinstance(value, RecipeByName) or (keys and keys <= {"name", "version"}):
+        return BY_NAME
+    return INLINE
+
+
+BY_ID, BY_NAME, INLINE = union_tag("by-id"), union_tag("by-name"), union_tag("inline")
+RecipeRef = Annotated[
+    Annotated[RecipeById, Tag(BY_ID)]
+    | Annotated[RecipeByName, Tag(BY_NAME)]
+    | Annotated[dict[str, Any], Tag(INLINE)],
+    Discriminator(_recipe_kind),
+]
+
+
+class JobCreate(BaseModel):
+    """A generation job: a recipe run on a teacher."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: RecipeRef = Field(
+        description='A recipe document inline (stored as a new version of its `name`, or "inline"), '
+        '`{"id": N}`, or `{"name": ..., "version": N}` (latest version when omitted).'
+    )
+    teacher: TeacherConfig
+    seed: int | None = Field(
+        default=None, ge=0, le=BIGINT_MAX, description="Seed of per-request sampling seeds (default 0)."
+    )
+    limit: int | None = Field(default=None, ge=1, le=INT_MAX, description="Generate at most this many items.")
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
+    shard_size: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Items per queue task (default: server's shard_size)."
+    )
+    chunk_size: int | None = Field(
+        default=None, ge=1, le=100_000, description="Items per fenced write (default: server's chunk_size)."
+    )
+
+
+class JobProgress(BaseModel):
+    """Where a job stands; rates and ETA are null until the job has started and made progress."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    items_done: int
+    items_total: int
+    fraction: float = Field(description="items_done / items_total (0..1).")
+    samples_written: int
+    tokens_in: int = Field(description="Prompt tokens sent to the teacher.")
+    tokens_out: int = Field(description="Completion tokens the teacher wrote.")
+    elapsed_seconds: float | None
+    items_per_second: float | None
+    tokens_out_per_second: float | None
+    eta_seconds: float | None
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: JobStatus
+    recipe_id: int
+    teacher: dict[str, Any] = Field(description="The teacher configuration (api_key redacted).")
+    seed: int
+    priority: int
+    params: dict[str, Any] = Field(description="limit, shard_size, chunk_size.")
+    error: str | None
+    idempotency_key: str | None
+    created_by: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    # Read from the row, shown inside `progress`.
+    items_done: int = Field(exclude=True)
+    items_total: int = Field(exclude=True)
+    samples_written: int = Field(exclude=True)
+    tokens_in: int = Field(exclude=True)
+    tokens_out: int = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> JobProgress:
+        """Computed when the response is written, so rates and ETA are current."""
+        progress = compute_progress(
+            status=self.status,
+            items_done=self.items_done,
+            items_total=self.items_total,
+            samples_written=self.samples_written,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            now=datetime.now(UTC),
+        )
+        return JobProgress.model_validate(progress)
+
+    @field_serializer("teacher")
+    def _redact(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        if teacher.get("api_key"):
+            return {**teacher, "api_key": REDACTED}
+        return teacher
+
+
+class ShardOut(BaseModel):
+    """One queue task of a job: items [start, end)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    start: int = Field(validation_alias=AliasPath("payload", "item_start"))
+    end: int = Field(validation_alias=AliasPath("payload", "item_end"))
+    status: str
+    cursor: int = Field(description="Progress checkpoint written with the last committed chunk.")
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    run_after: datetime
+    last_error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RecipeVersionRef(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    version: int
+
+
+class JobDetail(JobOut):
+    """A job with its recipe version, shards and the most recent error."""
+
+    recipe: RecipeVersionRef
+    shards: list[ShardOut]
+    last_error: str | None = Field(
+        description="The job's error, else the latest shard error (retries included)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_view(cls, data: Any) -> Any:
+        # The service hands over a view: the job row plus recipe, shards and last error beside it.
+        job = getattr(data, "job", None)
+        if job is None:
+            return data
+        values = {name: getattr(job, name) for name in JobOut.model_fields}
+        values.update(recipe=data.recipe, shards=data.shards, last_error=data.last_error)
+        return values
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    message: str
+    task_id: int | None
+    data: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,211 @@
+"""Generation jobs: submission (validated, sharded, idempotent), progress, cancellation, timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from generator.recipe import Recipe as RecipeSpec
+from service.auth import Principal
+from service.canonical import canonical_digest
+from service.db.models import Event, Job, Recipe, Task
+from service.errors import ConflictError, NotFoundError, ValidationProblem
+from service.events import record_event
+from service.jobs import repository
+from service.jobs.schemas import JobCreate, RecipeById, RecipeByName
+from service.queue.enqueue import enqueue_tasks, shard_ranges
+from service.recipes import service as recipes
+from service.settings import Settings
+
+INLINE_RECIPE_NAME = "inline"
+MAX_RECIPE_NAME_LENGTH = 200
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The job a submission resolved to, and whether this call created it (False: idempotent replay)."""
+
+    job: Job
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobDetailView:
+    """A job with what its detail page shows beside the row (read by schemas.JobDetail)."""
+
+    job: Job
+    recipe: Recipe
+    shards: list[Task]
+    last_error: str | None
+
+
+def submit_job(
+    session: Session,
+    payload: JobCreate,
+    *,
+    principal: Principal,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> Submission:
+    """Validate, count items, create the job and its shards, and record "queued".
+
+    With an idempotency key, the same key and the same payload return the first job; the same key
+    with a different payload is a 409.
+    """
+    try:
+        request_digest = canonical_digest(payload.model_dump(mode="json"))
+    except ValueError as exc:  # NaN / Infinity inside an inline recipe: JSON has no such numbers
+        raise ValidationProblem.at(("body", "recipe"), f"not representable as JSON: {exc}") from exc
+    if idempotency_key is not None:
+        repository.lock_idempotency_key(session, idempotency_key)
+        existing = repository.get_by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            if existing.request_digest != request_digest:
+                raise ConflictError(
+                    f"Idempotency-Key {idempotency_key!r} was used with another request (job {existing.id}).",
+                    title="Idempotency Key Reused",
+                    slug="idempotency-key-reused",
+                    job_id=existing.id,
+                )
+            return Submission(existing, created=False)
+
+    recipe_row, spec = _resolve_recipe(session, payload, principal)
+    available = recipes.count_items(spec, ("body", "recipe"))
+    items_total = min(available, payload.limit) if payload.limit is not None else available
+    if items_total == 0:
+        raise ValidationProblem.at(("body", "recipe"), "the recipe's seeds yield no items")
+    shard_size = payload.shard_size or settings.shard_size
+    chunk_size = payload.chunk_size or settings.chunk_size
+    job = repository.add_job(
+        session,
+        recipe_id=recipe_row.id,
+        teacher=payload.teacher.model_dump(mode="json"),
+        # The recipe's seed orders its seed rows (so items are counted with it); the job's seed,
+        # when given, drives the per-request sampling seeds instead of the recipe's.
+        seed=payload.seed if payload.seed is not None else spec.seed,
+        priority=payload.priority,
+        params={"limit": payload.limit, "shard_size": shard_size, "chunk_size": chunk_size},
+        items_total=items_total,
+        idempotency_key=idempotency_key,
+        request_digest=request_digest,
+        created_by=principal.token_id,
+    )
+    ranges = shard_ranges(items_total, shard_size)
+    enqueue_tasks(
+        session,
+        "generate",
+        [{"item_start": start, "item_end": end} for start, end in ranges],
+        job_id=job.id,
+        priority=payload.priority,
+        max_attempts=settings.max_attempts,
+    )
+    record_event(
+        session,
+        "queued",
+        f"queued by {principal.name!r}: {items_total} items of recipe {recipe_row.name!r} "
+        f"v{recipe_row.version} in {len(ranges)} shards",
+        job_id=job.id,
+        data={
+            "items_total": items_total,
+            "shards": len(ranges),
+            "recipe_id": recipe_row.id,
+            "token_id": principal.token_id,
+        },
+    )
+    session.flush()
+    return Submission(job, created=True)
+
+
+def _resolve_recipe(session: Session, payload: JobCreate, principal: Principal) -> tuple[Recipe, RecipeSpec]:
+    """The stored recipe version the job runs, and its validated spec."""
+    ref = payload.recipe
+    loc: tuple[str, ...] = ("body", "recipe")
+    if isinstance(ref, RecipeById):
+        row = recipes.recipe_by_id(session, ref.id, loc=(*loc, "id"))
+    elif isinstance(ref, RecipeByName):
+        row = recipes.find_recipe(session, name=ref.name, version=ref.version, loc=(*loc, "name"))
+    else:
+        # Inline: validated first, then stored as a version of its name so the job refers to a row.
+        spec = recipes.parse_spec(ref, loc)
+        row = recipes.store_recipe(
+            session, name=_inline_name(ref), spec=ref, created_by=principal.token_id
+        ).recipe
+        return row, spec
+    # Stored versions were valid when stored; seed files they name may have changed since.
+    return row, recipes.parse_spec(row.spec, loc)
+
+
+def _inline_name(spec: dict[str, Any]) -> str:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return INLINE_RECIPE_NAME
+    if len(name) > MAX_RECIPE_NAME_LENGTH:
+        raise ValidationProblem.at(
+            ("body", "recipe", "name"),
+            f"at most {MAX_RECIPE_NAME_LENGTH} characters (a stored recipe's name)",
+        )
+    return name
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = repository.get_job(session, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    return job
+
+
+def job_detail(session: Session, job_id: int) -> JobDetailView:
+    job = get_job(session, job_id)
+    recipe = recipes.get_recipe(session, job.recipe_id)
+    shards = repository.list_shards(session, job_id)
+    return JobDetailView(job=job, recipe=recipe, shards=shards, last_error=_last_error(job, shards))
+
+
+def _last_error(job: Job, shards: list[Task]) -> str | None:
+    if job.error:
+        return job.error
+    with_errors = [shard for shard in shards if shard.last_error]
+    if not with_errors:
+        return None
+    latest = max(
+        with_errors, key=lambda shard: (shard.finished_at or shard.started_at or shard.created_at, shard.id)
+    )
+    return f"shard {latest.id}: {latest.last_error}"
+
+
+def list_jobs(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    return repository.list_jobs(session, status=status, limit=limit, offset=offset)
+
+
+def cancel_job(session: Session, job_id: int, *, principal: Principal) -> JobDetailView:
+    """Cancel a queued or running job and its unfinished shards (what was written stays); 409 if finished."""
+    job = repository.get_job(session, job_id, for_update=True)
+    if job is None:
+        raise NotFoundError(f"job {job_id} does not exist")
+    if job.status in FINISHED_STATUSES:
+        raise ConflictError(
+            f"job {job_id} has already finished ({job.status}); only queued or running jobs can be cancelled",
+            title="Job Already Finished",
+            slug="job-finished",
+            job_status=job.status,
+        )
+    cancelled = repository.cancel_job_rows(session, job)
+    record_event(
+        session,
+        "cancelled",
+        f"cancelled by {principal.name!r} ({cancelled} unfinished shards stopped)",
+        job_id=job_id,
+        data={"token_id": principal.token_id, "shards_cancelled": cancelled},
+    )
+    session.flush()
+    return job_detail(session, job_id)
+
+
+def list_events(
+    session: Session, job_id: int, *, after_id: int | None, limit: int, offset: int
+) -> tuple[list[Event], int]:
+    get_job(session, job_id)
+    return repository.list_events(session, job_id, after_id=after_id, limit=limit, offset=offset)

@@ -1,0 +1,229 @@
+"""Training runs: submission (validated against the dataset version and the disk), reading, cancellation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.auth import Principal
+from service.datasets import service as datasets
+from service.db.models import DatasetVersion, Event, TrainingMetric, TrainingRun
+from service.errors import ConflictError, NotFoundError, ValidationProblem
+from service.events import record_event
+from service.filters.eval_sets import check_eval_set
+from service.filters.specs import EvalSetSpec
+from service.queue.enqueue import enqueue_tasks
+from service.settings import Settings
+from service.training import repository
+from service.training.progress import RATE_WINDOW, phase_of
+from service.training.schemas import EvaluationSettings, StudentSpec, TrainingRunCreate
+
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RunDetailView:
+    """A run with what its detail page shows beside the row (read by schemas.TrainingRunDetail)."""
+
+    run: TrainingRun
+    dataset: DatasetVersion
+    attempts: int
+    last_error: str | None
+    phase: str | None
+    recent_steps: list[tuple[int, float]]
+    attempt_started_at: datetime | None
+
+
+def submit_run(
+    session: Session, payload: TrainingRunCreate, *, principal: Principal, settings: Settings
+) -> TrainingRun:
+    """Validate the request against the version and the disk, store the run, queue its `train` task."""
+    version = datasets.get_dataset(session, payload.dataset_id)
+    counts = repository.split_counts(session, version.id)
+    if not counts.get("train"):
+        raise ValidationProblem.at(
+            ("body", "dataset_id"),
+            f"dataset version {version.id} ({version.name} v{version.version}) has no train rows",
+        )
+    _check_student(payload.student)
+    evaluation = _resolve_evaluation(session, payload.evaluation, version, counts)
+    run = repository.add_run(
+        session,
+        dataset_id=version.id,
+        student=payload.student.model_dump(mode="json", exclude_none=True),
+        method=payload.method,
+        config=payload.hyperparameters.model_dump(mode="json"),
+        evaluation=evaluation,
+        created_by=principal.token_id,
+    )
+    enqueue_tasks(
+        session,
+        "train",
+        [{}],
+        training_run_id=run.id,
+        priority=payload.priority,
+        max_attempts=settings.max_attempts,
+    )
+    student = payload.student.model or "a new model from scratch"
+    record_event(
+        session,
+        "queued",
+        f"queued by {principal.name!r}: {payload.method} fine-tune of {student} on dataset "
+        f"{version.name} v{version.version} ({counts.get('train', 0)} train rows)",
+        training_run_id=run.id,
+        data={"dataset_id": version.id, "train_rows": counts.get("train", 0), "token_id": principal.token_id},
+    )
+    session.flush()
+    return run
+
+
+def _check_student(student: StudentSpec) -> None:
+    if student.model is not None:
+        problem = model_folder_problem(student.model)
+        if problem:
+            raise ValidationProblem.at(("body", "student", "model"), problem)
+
+
+def model_folder_problem(model: str) -> str | None:
+    """Why `model` cannot be a local model folder, or None (also for hub ids: the worker checks those).
+
+    A name that is absolute, starts with "." or "~", or exists on disk is a path: it must be a
+    folder with a config.json. Anything else is taken as a hub id.
+    """
+    path = Path(model).expanduser()
+    if not (path.is_absolute() or model.startswith((".", "~")) or path.exists()):
+        return None
+    if not path.exists():
+        return f"no such model folder: {model}"
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return f"not a model folder (no config.json): {model}"
+    return None
+
+
+def _resolve_evaluation(
+    session: Session, settings: EvaluationSettings, version: DatasetVersion, counts: dict[str, int]
+) -> dict[str, Any]:
+    """The settings as stored on the run: items checked to exist, the teacher resolved."""
+    loc: Loc = ("body", "evaluation")
+    if not settings.enabled:
+        return settings.model_dump(mode="json", exclude={"teacher"})
+    if settings.eval_set is not None:
+        source = settings.eval_set
+        problem = check_eval_set(
+            EvalSetSpec(
+                path=source.path, format=source.format, split=source.split, fields=[source.question_field]
+            )
+        )
+        if problem:
+            raise ValidationProblem.at((*loc, "eval_set", "path"), problem)
+    elif not counts.get(settings.split):
+        raise ValidationProblem.at(
+            (*loc, "split"),
+            f"dataset version {version.id} has no {settings.split} rows: create the version with a split, "
+            "give an eval_set, or set enabled=false",
+        )
+    teacher = (
+        settings.teacher.model_dump(mode="json") if settings.teacher else _lineage_teacher(session, version)
+    )
+    if teacher.get("engine", "vllm") == "vllm":
+        problem = model_folder_problem(str(teacher.get("model", "")))
+        if problem:
+            where = (*loc, "teacher", "model")
+            raise ValidationProblem.at(
+                where, problem if settings.teacher else f"the version's teacher: {problem}"
+            )
+    return {**settings.model_dump(mode="json"), "teacher": teacher}
+
+
+def _lineage_teacher(session: Session, version: DatasetVersion) -> dict[str, Any]:
+    """The teacher of the jobs the version's rows came from; 422 when there is none or several."""
+    job_ids = [int(job["id"]) for job in (version.lineage or {}).get("jobs", []) if isinstance(job, dict)]
+    if not job_ids:
+        job_ids = repository.job_ids_of_rows(session, version.id)
+    teachers = repository.job_teachers(session, job_ids)
+    models = sorted({str(teacher.get("model")) for _, teacher in teachers})
+    loc: Loc = ("body", "evaluation", "teacher")
+    if not teachers:
+        raise ValidationProblem.at(
+            loc, f"dataset version {version.id} records no teacher (no jobs): give evaluation.teacher"
+        )
+    if len(models) > 1:
+        raise ValidationProblem.at(
+            loc,
+            f"dataset version {version.id} has answers of several teachers ({', '.join(models)}): name one",
+        )
+    return teachers[-1][1]
+
+
+def get_run(session: Session, run_id: int) -> TrainingRun:
+    run = repository.get_run(session, run_id)
+    if run is None:
+        raise NotFoundError(f"training run {run_id} does not exist")
+    return run
+
+
+def run_detail(session: Session, run_id: int) -> RunDetailView:
+    run = get_run(session, run_id)
+    dataset = datasets.get_dataset(session, run.dataset_id)
+    task = repository.run_task(session, run_id)
+    last_error = run.error or (f"task {task.id}: {task.last_error}" if task and task.last_error else None)
+    return RunDetailView(
+        run=run,
+        dataset=dataset,
+        attempts=task.attempts if task else 0,
+        last_error=last_error,
+        phase=phase_of(task.status if task else None, task.cursor if task else 0),
+        recent_steps=repository.recent_steps(session, run_id, RATE_WINDOW) if run.status == "running" else [],
+        attempt_started_at=repository.last_claim_time(session, run_id) if run.status == "running" else None,
+    )
+
+
+def list_runs(
+    session: Session, *, status: str | None, dataset_id: int | None, limit: int, offset: int
+) -> tuple[list[TrainingRun], int]:
+    return repository.list_runs(session, status=status, dataset_id=dataset_id, limit=limit, offset=offset)
+
+
+def cancel_run(session: Session, run_id: int, *, principal: Principal) -> RunDetailView:
+    """Cancel a queued or running run (the worker kills its training process); 409 when finished."""
+    run = repository.get_run(session, run_id, for_update=True)
+    if run is None:
+        raise NotFoundError(f"training run {run_id} does not exist")
+    if run.status in FINISHED_STATUSES:
+        raise ConflictError(
+            f"training run {run_id} has already finished ({run.status}); only queued or running runs "
+            "can be cancelled.",
+            title="Training Run Already Finished",
+            slug="training-run-finished",
+            run_status=run.status,
+        )
+    cancelled = repository.cancel_run_rows(session, run)
+    record_event(
+        session,
+        "cancelled",
+        f"cancelled by {principal.name!r} at step {run.step}"
+        + (f" of {run.total_steps}" if run.total_steps else ""),
+        training_run_id=run_id,
+        data={"token_id": principal.token_id, "tasks_cancelled": cancelled, "step": run.step},
+    )
+    session.flush()
+    return run_detail(session, run_id)
+
+
+def list_metrics(
+    session: Session, run_id: int, *, after_step: int | None, limit: int, offset: int
+) -> tuple[list[TrainingMetric], int]:
+    get_run(session, run_id)
+    return repository.list_metrics(session, run_id, after_step=after_step, limit=limit, offset=offset)
+
+
+def list_events(
+    session: Session, run_id: int, *, after_id: int | None, limit: int, offset: int
+) -> tuple[list[Event], int]:
+    get_run(session, run_id)
+    return repository.list_events(session, run_id, after_id=after_id, limit=limit, offset=offset)

@@ -1,0 +1,130 @@
+// Job page: progress, recipe, teacher, counts and charts of its samples, shards and events (live).
+import { api, hasRole, requireSession, showProblem, startPage } from "./api.js";
+import { histogram, passFail, reviewStack } from "./charts.js";
+import { $, badge, clock, compact, duration, facts, h, keyValues, num, poll, progressBar, replace, when } from "./dom.js";
+
+const jobId = Number(document.body.dataset.objectId);
+const LIVE = new Set(["queued", "running"]);
+let job = null;
+let lastEventId = 0;
+
+function renderJob(detail) {
+  job = detail;
+  const p = detail.progress;
+  replace($("#job-status"), badge(detail.status));
+  replace($("#job-bar"), progressBar(p.fraction, detail.status));
+  $("#job-progress-text").textContent =
+    `${num(p.items_done)} / ${num(p.items_total)} items · ${(p.fraction * 100).toFixed(1)}%` +
+    (LIVE.has(detail.status) && p.eta_seconds !== null ? ` · ETA ${duration(p.eta_seconds)}` : "");
+  facts($("#job-facts"), [
+    ["Samples written", num(p.samples_written)],
+    ["Tokens in / out", `${compact(p.tokens_in)} / ${compact(p.tokens_out)}`],
+    ["Throughput", p.items_per_second ? `${p.items_per_second.toFixed(2)} items/s` : "–"],
+    ["Output tokens/s", p.tokens_out_per_second ? compact(p.tokens_out_per_second) : "–"],
+    ["Elapsed", duration(p.elapsed_seconds)],
+    ["Created", when(detail.created_at)],
+    ["Finished", detail.finished_at ? when(detail.finished_at) : "–"],
+    ["Seed · priority", `${detail.seed} · ${detail.priority}`],
+  ]);
+  const error = $("#job-error");
+  error.hidden = !detail.last_error;
+  error.textContent = detail.last_error || "";
+  $("#cancel-job").hidden = !(LIVE.has(detail.status) && hasRole("admin"));
+  replace($("#teacher"), ...Object.entries(detail.teacher).map(([key, value]) =>
+    h("div", {}, h("dt", {}, key), h("dd", { class: "mono" }, typeof value === "object" ? JSON.stringify(value) : String(value)))));
+  replace($("#shards tbody"), detail.shards.map((shard) => h("tr", {},
+    h("td", { class: "mono" }, shard.id),
+    h("td", {}, `${shard.start}–${shard.end}`),
+    h("td", {}, badge(shard.status)),
+    h("td", { class: "num" }, shard.cursor),
+    h("td", { class: "num" }, `${shard.attempts}/${shard.max_attempts}`),
+    h("td", { class: "mono" }, shard.worker_id || "–"))));
+  if (!detail.shards.length) replace($("#shards tbody"), h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No shards")));
+}
+
+async function renderRecipe(recipeRef) {
+  const recipe = await api(`/v1/recipes/${recipeRef.id}`);
+  const stages = Array.isArray(recipe.spec.stages) ? recipe.spec.stages : [];
+  replace($("#recipe"),
+    h("p", {}, h("strong", {}, `${recipe.name} v${recipe.version}`), " ",
+      h("span", { class: "hint digest", title: recipe.digest }, recipe.digest.slice(0, 12))),
+    recipe.spec.description ? h("p", { class: "hint" }, recipe.spec.description) : null,
+    h("table", { class: "table compact" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Stage"), h("th", {}, "Parser"), h("th", {}, "Sampling"))),
+      h("tbody", {}, stages.map((stage) => h("tr", {},
+        h("td", {}, h("a", { href: `/ui/samples?job_id=${jobId}&stage=${encodeURIComponent(stage.name)}` }, stage.name),
+          stage.judges ? h("span", { class: "hint" }, ` judges ${stage.judges}`) : null),
+        h("td", {}, stage.parser?.type || "text"),
+        h("td", { class: "mono" }, Object.entries(stage.sampling || {}).map(([k, v]) => `${k}=${v}`).join(" ")))))),
+    h("details", {}, h("summary", { class: "hint" }, "Recipe document"), h("pre", { class: "mono" }, JSON.stringify(recipe.spec, null, 2))));
+}
+
+async function loadEvents() {
+  const page = await api(`/v1/jobs/${jobId}/events`, { query: { after: lastEventId || undefined, limit: 200 } });
+  const list = $("#events");
+  for (const event of page.items) {
+    list.append(h("li", {}, h("time", { title: event.created_at }, clock(event.created_at)),
+      h("span", { class: "kind" }, event.kind), h("span", {}, event.message)));
+    lastEventId = Math.max(lastEventId, event.id);
+  }
+  if (!list.children.length) list.append(h("li", { class: "empty" }, "No events yet"));
+}
+
+async function loadStats() {
+  const stats = await api("/v1/stats/samples", { query: { job_id: jobId } });
+  const prefix = stats.estimated ? "≈ " : "";
+  $("#counts-note").textContent = stats.estimated
+    ? `estimated from a sample of ${num(stats.rows_examined)} rows (over ${num(stats.exact_limit)} samples)`
+    : `${num(stats.matched)} samples`;
+  const stages = Object.entries(stats.stages);
+  replace($("#counts-stage"), stages.length
+    ? h("table", { class: "table compact" }, h("tbody", {}, stages.map(([stage, n]) => h("tr", {},
+      h("td", {}, h("a", { href: `/ui/samples?job_id=${jobId}&stage=${encodeURIComponent(stage)}` }, stage)),
+      h("td", { class: "num" }, `${prefix}${num(n)}`)))))
+    : h("p", { class: "empty" }, "No samples yet"));
+  reviewStack($("#chart-review"), stats.review, { estimated: stats.estimated });
+  passFail($("#chart-filters"), stats.filters);
+  histogram($("#chart-length"), stats.answer_chars, { label: "answer length histogram", emptyText: "No answers yet" });
+  histogram($("#chart-score"), stats.scores, { label: "judge score histogram", emptyText: "No judge scores (no judge stage ran)" });
+}
+
+function countsRow(label, counts, link) {
+  return h("tr", {}, h("td", {}, link ? h("a", { href: link }, label) : label),
+    ["accepted", "rejected", "pending", "total"].map((k) => h("td", { class: "num" }, num(counts[k]))));
+}
+
+async function exactSummary() {
+  const summary = await api("/v1/samples/summary", { query: { job_id: jobId } });
+  const base = `/ui/samples?job_id=${jobId}&stage=${encodeURIComponent(summary.stage)}`;
+  const rows = [countsRow(`all (${summary.stage})`, summary.review, base)];
+  for (const [name, outcome] of Object.entries(summary.filters)) {
+    rows.push(countsRow(`passed ${name}`, outcome.passed, `${base}&passed=${encodeURIComponent(name)}`));
+    rows.push(countsRow(`failed ${name}`, outcome.failed, `${base}&failed=${encodeURIComponent(name)}`));
+  }
+  rows.push(countsRow("passed every filter", summary.passed_all), countsRow("failed any filter", summary.failed_any),
+    countsRow("not filtered", summary.unfiltered));
+  const box = $("#exact-summary");
+  replace(box, h("h3", {}, "Exact review summary"), h("table", { class: "table compact" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Samples"), ["Accepted", "Rejected", "Pending", "Total"].map((t) => h("th", { class: "num" }, t)))),
+    h("tbody", {}, rows)));
+  box.hidden = false;
+}
+
+startPage(async () => {
+  await requireSession();
+  const detail = await api(`/v1/jobs/${jobId}`);
+  document.title = `Job ${jobId} · hardlabel`;
+  renderJob(detail);
+  await Promise.all([renderRecipe(detail.recipe), loadEvents(), loadStats()]);
+  $("#exact-counts").addEventListener("click", () => exactSummary().catch(showProblem));
+  $("#cancel-job").addEventListener("click", async () => {
+    if (!confirm(`Cancel job ${jobId}? Workers stop within one chunk; samples written so far stay.`)) return;
+    try { renderJob(await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" })); } catch (err) { showProblem(err); }
+  });
+  let ticks = 0;
+  poll(async () => {
+    renderJob(await api(`/v1/jobs/${jobId}`));
+    await loadEvents();
+    if (++ticks % 5 === 0 || !LIVE.has(job.status)) await loadStats();
+  }, 2000, () => LIVE.has(job.status));
+});

@@ -1,0 +1,230 @@
+"""The generate handler: run a job's recipe over one shard of items, chunk by chunk, exactly once.
+
+Per chunk, ONE fenced transaction inserts the samples (``ON CONFLICT DO NOTHING``), moves the shard's
+cursor and adds to the job's counters. A worker killed mid-chunk loses only that chunk's work; the
+next holder starts at the committed cursor. A commit whose answer was lost (connection killed
+after the server committed) is recognised by the cursor and not applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from generator.engines.base import TeacherConfig
+from service.events import record_event
+from service.queue.leases import LeaseLost
+from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
+from service.workers.sample_store import insert_samples, sample_rows
+from service.workers.teachers import TEACHERS, TeacherLoadError
+
+if TYPE_CHECKING:
+    from generator.recipe import Recipe
+    from generator.samples import ChunkResult
+
+# Seed rows of the most recent jobs: all shards of a job claimed by one process load them once.
+SEED_ROWS_CACHED_JOBS = 4
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """What a generate task needs from its job row and recipe row."""
+
+    job_id: int
+    recipe_spec: dict[str, Any]
+    teacher: dict[str, Any]
+    seed: int
+    chunk_size: int
+
+
+def run_generate_task(ctx: TaskContext) -> TaskOutcome:
+    """Generate the shard [item_start + cursor, item_end) of the task's job."""
+    task = ctx.task
+    item_start, item_end = shard_range(task.id, task.payload)
+    if task.job_id is None:
+        raise PermanentTaskError(f"task {task.id}: a generate task needs a job")
+    cursor = task.cursor
+    if item_start + cursor >= item_end:
+        return TaskOutcome.DONE
+    if ctx.stop_requested:
+        return TaskOutcome.STOPPED
+
+    job = ctx.with_retry(lambda session: _load_job(session, task.job_id or 0, ctx.settings.chunk_size))
+    stored = _load_recipe(job)
+    # Seed rows come from the recipe as stored (the API counted the job's items the same way);
+    # the job's seed drives the per-request sampling seeds.
+    rows = _seed_rows(job, stored)
+    recipe = stored.model_copy(update={"seed": job.seed})
+    if item_end > len(rows):
+        raise PermanentTaskError(
+            f"task {task.id}: shard ends at item {item_end} but the recipe's seed data has {len(rows)} items"
+        )
+    teacher = _teacher_config(job, ctx)
+    try:
+        with TEACHERS.use(teacher) as engine:
+            from generator.pipeline import run_recipe
+
+            chunks = run_recipe(
+                recipe,
+                engine,
+                rows,
+                item_indices=range(item_start + cursor, item_end),
+                chunk_size=job.chunk_size,
+            )
+            for chunk in chunks:
+                ctx.check_lease()
+                cursor = _store_chunk(ctx, job, chunk, item_start, cursor)
+                if item_start + cursor >= item_end:
+                    return TaskOutcome.DONE
+                if ctx.stop_requested:
+                    return TaskOutcome.STOPPED
+    except TeacherLoadError as exc:
+        raise PermanentTaskError(str(exc)) from exc
+    if item_start + cursor < item_end:
+        raise RuntimeError(
+            f"the pipeline stopped at item {item_start + cursor} before the end of the shard ({item_end})"
+        )
+    return TaskOutcome.DONE
+
+
+def shard_range(task_id: int, payload: dict[str, Any]) -> tuple[int, int]:
+    """The shard's [start, end) items from a task payload ({"item_start", "item_end"}).
+
+    {"start", "end"} is read too: the API's first version wrote those keys.
+    """
+    try:
+        start = int(payload["item_start"] if "item_start" in payload else payload["start"])
+        end = int(payload["item_end"] if "item_end" in payload else payload["end"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentTaskError(f"task {task_id}: payload needs integer item_start and item_end") from exc
+    if not 0 <= start <= end:
+        raise PermanentTaskError(f"task {task_id}: bad shard range [{start}, {end})")
+    return start, end
+
+
+def _store_chunk(ctx: TaskContext, job: GenerateJob, chunk: ChunkResult, item_start: int, cursor: int) -> int:
+    """Persist one chunk in one fenced transaction; returns the new cursor."""
+    task = ctx.task
+    expected_first = item_start + cursor
+    items = sorted(chunk.item_indices)
+    if items != list(range(expected_first, expected_first + len(items))):
+        raise RuntimeError(f"chunk items {items[:3]}... do not continue the shard at item {expected_first}")
+    new_cursor = cursor + len(items)
+    rows = sample_rows(job.job_id, chunk.samples)
+
+    def write(session: Session, committed: int) -> int:
+        if committed == new_cursor:
+            return 0  # this chunk's earlier commit went through; only its answer was lost
+        if committed != cursor:
+            raise LeaseLost(task.id, f"the shard's cursor moved to {committed} (expected {cursor})")
+        inserted = insert_samples(session, rows)
+        session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": new_cursor, "id": task.id})
+        session.execute(
+            text(
+                "UPDATE job SET items_done = items_done + :items, samples_written = samples_written + :s, "
+                "tokens_in = tokens_in + :tin, tokens_out = tokens_out + :tout WHERE id = :id"
+            ),
+            {
+                "items": len(items),
+                "s": inserted,
+                "tin": chunk.prompt_tokens,
+                "tout": chunk.completion_tokens,
+                "id": job.job_id,
+            },
+        )
+        record_event(
+            session,
+            "checkpoint",
+            f"task {task.id}: items {items[0]}–{items[-1]} done, {inserted} samples written",
+            job_id=job.job_id,
+            task_id=task.id,
+            data={
+                "worker_id": ctx.worker_id,
+                "cursor": new_cursor,
+                "items": len(items),
+                "samples": inserted,
+                "seconds": round(chunk.elapsed_seconds, 3),
+            },
+        )
+        return inserted
+
+    inserted = ctx.fenced(write)
+    ctx.logger.info(
+        "task %s: items %d-%d stored (%d samples, %.2fs)",
+        task.id,
+        items[0],
+        items[-1],
+        inserted,
+        chunk.elapsed_seconds,
+    )
+    return new_cursor
+
+
+def _load_job(session: Session, job_id: int, default_chunk_size: int) -> GenerateJob:
+    row = session.execute(
+        text(
+            "SELECT j.id, j.teacher, j.seed, j.params, r.spec FROM job j JOIN recipe r ON r.id = j.recipe_id "
+            "WHERE j.id = :id"
+        ),
+        {"id": job_id},
+    ).first()
+    if row is None:
+        raise PermanentTaskError(f"job {job_id} does not exist")
+    params = row.params or {}
+    chunk_size = params.get("chunk_size") or default_chunk_size
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise PermanentTaskError(f"job {job_id}: params.chunk_size must be a positive integer")
+    return GenerateJob(
+        job_id=row.id, recipe_spec=row.spec, teacher=row.teacher, seed=int(row.seed), chunk_size=chunk_size
+    )
+
+
+def _load_recipe(job: GenerateJob) -> Recipe:
+    from generator.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(job.recipe_spec)
+    except (ValueError, ValidationError) as exc:  # RecipeError is a ValueError
+        raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
+    return recipe
+
+
+_seed_rows_cache: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+_seed_rows_lock = threading.Lock()
+
+
+def _seed_rows(job: GenerateJob, recipe: Recipe) -> list[dict[str, Any]]:
+    from generator.seeds import load_seed_rows
+
+    key = json.dumps(job.recipe_spec, sort_keys=True, default=str)
+    with _seed_rows_lock:
+        rows = _seed_rows_cache.get(key)
+        if rows is None:
+            try:
+                rows = load_seed_rows(recipe)
+            except (ValueError, OSError) as exc:
+                raise PermanentTaskError(f"job {job.job_id}: seed data: {exc}") from exc
+            _seed_rows_cache[key] = rows
+            while len(_seed_rows_cache) > SEED_ROWS_CACHED_JOBS:
+                _seed_rows_cache.popitem(last=False)
+        _seed_rows_cache.move_to_end(key)
+        return rows
+
+
+def _teacher_config(job: GenerateJob, ctx: TaskContext) -> TeacherConfig:
+    try:
+        config = TeacherConfig.model_validate(job.teacher)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PermanentTaskError(f"job {job.job_id}: invalid teacher config: {where}: {first['msg']}") from exc
+    if config.engine == "vllm" and config.kv_cache_memory_bytes is None and ctx.settings.vllm_kv_cache_bytes:
+        config = config.model_copy(update={"kv_cache_memory_bytes": ctx.settings.vllm_kv_cache_bytes})
+    return config

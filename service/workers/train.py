@@ -1,0 +1,689 @@
+"""The `train` handler: run one training run — fine-tune, then score teacher vs student — in child processes.
+
+Phases follow the task's cursor (0 training, 1 evaluating, 2 done), so a reclaimed run starts at
+the phase it was in:
+
+1. Training. The dataset version is exported once (prompt–completion JSONL) into the run's folder
+   `settings.home/training/<run id>/data`; `python -m service.workers.train_child train` then runs
+   `trainer.sft.train` with resume, so a run reclaimed after its worker was killed continues from
+   its last complete checkpoint with the same data order. While the child trains, this thread tails
+   the files it writes and, in one fenced transaction per poll, upserts the new metric rows by step
+   (a resumed run re-logs some steps: they replace the old rows, never duplicate them) and updates
+   the run's step, total steps, tokens/s and checkpoints.
+2. Evaluation. The held-out items (the version's test split, or the run's eval set) are written to
+   a file and `train_child evaluate` scores the teacher, the initial student and the trained student
+   on them with vLLM, one model at a time; each model's score is stored as it arrives.
+
+Cancel, a lost lease or a crash of this worker ends the child (killed, or it notices its parent is
+gone); a graceful stop (SIGTERM) asks it to checkpoint first, then releases the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from generator.engines.base import TeacherConfig
+from service.db.models import DatasetRow, DatasetVersion, Sample, TrainingMetric, TrainingRun
+from service.db.session import get_engine
+from service.events import record_event
+from service.filters.builtin.verifier import reference_value
+from service.filters.specs import VerifierParams
+from service.queue.leases import LeaseLost
+from service.settings import Settings
+from service.training.progress import CURSOR_DONE, CURSOR_EVALUATING, CURSOR_TRAINING
+from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
+from service.workers.evaluate import (
+    STUDENT_AFTER,
+    STUDENT_BEFORE,
+    TEACHER,
+    EvalItem,
+    EvalSetError,
+    comparison_table,
+    load_eval_set,
+    read_scores,
+    write_items,
+)
+from service.workers.train_child import (
+    ERROR_FILE,
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_STOPPED,
+    LOG_FILE,
+    PROGRESS_FILE,
+    REQUEST_FILE,
+    RESULT_FILE,
+    SCORES_FILE,
+    write_json_atomic,
+)
+
+DATA_DIR = "data"
+DATA_COMPLETE = ".complete"
+EVAL_DIR = "evaluation"
+METRICS_FILE = "metrics.jsonl"  # trainer.sft's default metrics file in the output folder
+INIT_DIR = "init"  # where trainer.sft builds a from-scratch student
+CHILD_PID_FILE = "child.pid"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# How often the worker reads the child's files and writes what is new (bounded by the poll setting).
+SYNC_MIN_SECONDS, SYNC_MAX_SECONDS = 0.2, 2.0
+# A graceful stop lets the child finish its step and save a checkpoint; then it is killed.
+STOP_GRACE_SECONDS = 120.0
+KILL_WAIT_SECONDS = 30.0
+LOG_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What the handler needs of a training run and its dataset version."""
+
+    id: int
+    student: dict[str, Any]
+    method: str
+    config: dict[str, Any]
+    evaluation: dict[str, Any]
+    dataset_id: int
+    dataset_name: str
+    dataset_version: int
+    dataset_digest: str
+    output_dir: str | None
+    model_path: str | None
+
+
+def training_dir(settings: Settings, run_id: int) -> Path:
+    """The run's folder: checkpoints, metrics, the final model, the exported data and the evaluation."""
+    return (settings.home / "training" / str(run_id)).expanduser().resolve()
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints (the trainer writes trainer_state.json last), oldest first.
+
+    Kept here rather than imported from trainer.sft so the worker process never loads transformers.
+    """
+    found = []
+    for path in output_dir.iterdir() if output_dir.is_dir() else []:
+        match = CHECKPOINT.match(path.name)
+        if match and path.is_dir() and (path / "trainer_state.json").exists():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def run_train_task(ctx: TaskContext) -> TaskOutcome:
+    """Handler of `train` tasks (see the module docstring)."""
+    task = ctx.task
+    if task.training_run_id is None:
+        raise PermanentTaskError(f"task {task.id}: a train task needs a training run")
+    run_id = task.training_run_id
+    run = ctx.with_retry(lambda session: _load_run(session, run_id))
+    out = Path(run.output_dir) if run.output_dir else training_dir(ctx.settings, run.id)
+    cursor = task.cursor
+    if ctx.stop_requested:
+        return TaskOutcome.STOPPED
+    if cursor <= CURSOR_TRAINING:
+        if _train_phase(ctx, run, out) is TaskOutcome.STOPPED:
+            return TaskOutcome.STOPPED
+        run = ctx.with_retry(lambda session: _load_run(session, run_id))
+        cursor = CURSOR_EVALUATING
+    if cursor <= CURSOR_EVALUATING and _evaluate_phase(ctx, run, out) is TaskOutcome.STOPPED:
+        return TaskOutcome.STOPPED
+    return TaskOutcome.DONE
+
+
+def _load_run(session: Session, run_id: int) -> RunSnapshot:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise PermanentTaskError(f"training run {run_id} does not exist")
+    version = session.get(DatasetVersion, run.dataset_id)
+    if version is None:
+        raise PermanentTaskError(f"training run {run_id}: dataset version {run.dataset_id} does not exist")
+    return RunSnapshot(
+        id=run.id,
+        student=dict(run.student),
+        method=run.method,
+        config=dict(run.config),
+        evaluation=dict(run.evaluation or {}),
+        dataset_id=version.id,
+        dataset_name=version.name,
+        dataset_version=version.version,
+        dataset_digest=version.digest,
+        output_dir=run.output_dir,
+        model_path=run.model_path,
+    )
+
+
+# --- phase 1: training ------------------------------------------------------------------------
+
+
+def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
+    task = ctx.task
+    checkpoints = list_checkpoints(out)
+    resume_from = checkpoints[-1] if checkpoints else None
+
+    def start(session: Session, committed: int) -> None:
+        session.execute(update(TrainingRun).where(TrainingRun.id == run.id).values(output_dir=str(out)))
+        if resume_from is not None:
+            message = f"resuming from {resume_from.name} (attempt {task.attempts}) on worker {ctx.worker_id}"
+        else:
+            message = f"training started on worker {ctx.worker_id} in {out}"
+        record_event(
+            session,
+            "resumed" if resume_from is not None else "training",
+            message,
+            training_run_id=run.id,
+            task_id=task.id,
+            data={
+                "worker_id": ctx.worker_id,
+                "attempt": task.attempts,
+                "checkpoint": resume_from.name if resume_from else None,
+                "output_dir": str(out),
+            },
+        )
+
+    ctx.fenced(start)
+    data_dir = _materialise_dataset(ctx, run, out)
+    request = {
+        "run_id": run.id,
+        "parent_pid": os.getpid(),
+        "output_dir": str(out),
+        "dataset_path": str(data_dir),
+        "spec": {**run.config, "method": run.method},
+        "student": run.student.get("model"),
+        "from_scratch": run.student.get("from_scratch"),
+        "lineage": {
+            "dataset_version": f"{run.dataset_name} v{run.dataset_version}",
+            "dataset_id": run.dataset_id,
+            "dataset_digest": run.dataset_digest,
+            "teacher": (run.evaluation.get("teacher") or {}).get("model"),
+            "training_run": run.id,
+        },
+    }
+    monitor = TrainingMonitor(ctx, run.id, out)
+    code = _run_child(ctx, "train", request, out, monitor.sync)
+    monitor.sync()
+    if code != EXIT_OK and ctx.stop_requested:
+        return TaskOutcome.STOPPED
+    if code == EXIT_STOPPED:
+        return TaskOutcome.STOPPED
+    if code != EXIT_OK:
+        _raise_child_failure("training", code, out)
+    result = json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))
+    _finish_training(ctx, run.id, result, out)
+    return TaskOutcome.DONE
+
+
+def _materialise_dataset(ctx: TaskContext, run: RunSnapshot, out: Path) -> Path:
+    """Export the version as prompt–completion JSONL into out/data, once (built aside, then renamed)."""
+    from service.datasets.export.folder import export_to_folder
+    from service.datasets.service import get_dataset, manifest_of
+
+    data_dir = out / DATA_DIR
+    marker = data_dir / DATA_COMPLETE
+    if marker.exists() and marker.read_text(encoding="utf-8") == run.dataset_digest:
+        return data_dir
+    manifest = ctx.with_retry(lambda session: manifest_of(get_dataset(session, run.dataset_id)))
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".data.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        splits = export_to_folder(
+            get_engine(ctx.database_url), manifest, "prompt_completion", "jsonl", staging
+        )
+        (staging / DATA_COMPLETE).write_text(manifest.digest, encoding="utf-8")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        staging.rename(data_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ctx.logger.info("training run %s: exported %s to %s", run.id, splits, data_dir)
+    return data_dir
+
+
+def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out: Path) -> None:
+    task = ctx.task
+    checkpoints = [str(path) for path in list_checkpoints(out)]
+    loss = result.get("train_loss")
+    resumed = result.get("resumed_from")
+
+    def write(session: Session, committed: int) -> None:
+        if committed >= CURSOR_EVALUATING:
+            return  # committed before; only the answer was lost
+        session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id)
+            .values(
+                model_path=result["model_path"],
+                step=result["global_step"],
+                total_steps=func.coalesce(TrainingRun.total_steps, result["global_step"]),
+                tokens_per_second=result.get("tokens_per_second"),
+                checkpoints=checkpoints,
+            )
+        )
+        session.execute(
+            text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": CURSOR_EVALUATING, "id": task.id}
+        )
+        shown_loss = f"{loss:.4f}" if isinstance(loss, int | float) else "n/a"
+        record_event(
+            session,
+            "trained",
+            f"trained {result['global_step']} steps (train loss {shown_loss}, "
+            f"{result.get('tokens_per_second', 0):,.0f} tokens/s"
+            + (f", resumed from {Path(resumed).name}" if resumed else "")
+            + f"): {result['model_path']}",
+            training_run_id=run_id,
+            task_id=task.id,
+            data={
+                "global_step": result["global_step"],
+                "train_loss": loss,
+                "tokens_per_second": result.get("tokens_per_second"),
+                "resumed_from": resumed,
+                "model_path": result["model_path"],
+                "adapter_path": result.get("adapter_path"),
+                "mask": result.get("mask"),
+                "mask_warnings": result.get("mask_warnings", []),
+            },
+        )
+
+    ctx.fenced(write)
+
+
+class TrainingMonitor:
+    """Tails the training child's files; each `sync` writes what is new in one fenced transaction."""
+
+    def __init__(self, ctx: TaskContext, run_id: int, out: Path) -> None:
+        self.ctx = ctx
+        self.run_id = run_id
+        self.out = out
+        self.offset = 0  # bytes of metrics.jsonl already read (the whole file is re-read by a new worker)
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.progress_mtime: float | None = None
+        self.checkpoints: list[str] | None = None
+
+    def _new_metric_rows(self) -> dict[int, dict[str, Any]]:
+        path = self.out / METRICS_FILE
+        if not path.exists():
+            return {}
+        with path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        end = data.rfind(b"\n")
+        if end < 0:
+            return {}  # only part of a line so far
+        self.offset += end + 1
+        rows: dict[int, dict[str, Any]] = {}
+        for line in data[: end + 1].splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash of an earlier child
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows[row["step"]] = row  # the last line of a step carries all its values
+        return rows
+
+    def _progress(self) -> dict[str, Any] | None:
+        path = self.out / PROGRESS_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if mtime == self.progress_mtime:
+            return None
+        try:
+            progress = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        self.progress_mtime = mtime
+        return progress if isinstance(progress, dict) else None
+
+    def sync(self) -> None:
+        self.pending.update(self._new_metric_rows())
+        progress = self._progress()
+        checkpoints = [str(path) for path in list_checkpoints(self.out)]
+        new_checkpoints = [c for c in checkpoints if c not in (self.checkpoints or [])]
+        changed_checkpoints = self.checkpoints is not None and checkpoints != self.checkpoints
+        if not (self.pending or progress or new_checkpoints or changed_checkpoints):
+            self.checkpoints = checkpoints
+            return
+        rows = dict(self.pending)
+
+        def write(session: Session, committed: int) -> None:
+            if rows:
+                statement = insert(TrainingMetric).values(
+                    [
+                        {"training_run_id": self.run_id, "step": step, "data": data}
+                        for step, data in rows.items()
+                    ]
+                )
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["training_run_id", "step"],
+                        set_={"data": statement.excluded.data, "created_at": func.now()},
+                    )
+                )
+            values: dict[str, Any] = {"checkpoints": checkpoints}
+            if progress is not None and isinstance(progress.get("step"), int):
+                values["step"] = progress["step"]
+                if progress.get("total_steps"):
+                    values["total_steps"] = int(progress["total_steps"])
+            speeds = [r["tokens_per_second"] for _, r in sorted(rows.items()) if r.get("tokens_per_second")]
+            if speeds:
+                values["tokens_per_second"] = speeds[-1]
+            session.execute(update(TrainingRun).where(TrainingRun.id == self.run_id).values(**values))
+            for path in new_checkpoints:
+                name = Path(path).name
+                record_event(
+                    session,
+                    "checkpoint",
+                    f"{name} saved",
+                    training_run_id=self.run_id,
+                    task_id=self.ctx.task.id,
+                    data={"checkpoint": name, "path": path, "step": int(name.rsplit("-", 1)[1])},
+                )
+
+        self.ctx.fenced(write)
+        for step in rows:
+            self.pending.pop(step, None)
+        self.checkpoints = checkpoints
+
+
+# --- phase 2: evaluation ----------------------------------------------------------------------
+
+
+def _evaluate_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
+    settings = run.evaluation
+    if not settings.get("enabled", True):
+        _finish_evaluation(ctx, run.id, None, "evaluation disabled for this run")
+        return TaskOutcome.DONE
+    params = VerifierParams(
+        mode=settings.get("scorer", "normalized"),
+        pattern=settings.get("pattern"),
+        tolerance=settings.get("tolerance", 1e-6),
+        relative_tolerance=settings.get("relative_tolerance", 0.0),
+    )
+    items, source = _evaluation_items(ctx, run, settings)
+    eval_dir = out / EVAL_DIR
+    items_path = eval_dir / "items.jsonl"
+    write_items(items_path, items)
+    scores_path = eval_dir / SCORES_FILE
+    models = _evaluation_models(ctx, run, out, settings)
+    request = {
+        "run_id": run.id,
+        "parent_pid": os.getpid(),
+        "output_dir": str(out),
+        "items_path": str(items_path),
+        "scores_path": str(scores_path),
+        "verifier": params.model_dump(mode="json"),
+        "max_new_tokens": int(settings.get("max_new_tokens", 64)),
+        "models": [{"name": name, "config": config.model_dump(mode="json")} for name, config in models],
+    }
+    monitor = ScoreMonitor(ctx, run.id, items, params, source, scores_path)
+    code = _run_child(ctx, "evaluate", request, out, monitor.sync)
+    if code != EXIT_OK and ctx.stop_requested:
+        monitor.sync()
+        return TaskOutcome.STOPPED
+    if code != EXIT_OK:
+        monitor.sync()
+        _raise_child_failure("evaluation", code, out)
+    table = comparison_table(items, params, source, read_scores(scores_path))
+    _finish_evaluation(ctx, run.id, table, _table_summary(table))
+    return TaskOutcome.DONE
+
+
+def _evaluation_items(
+    ctx: TaskContext, run: RunSnapshot, settings: dict[str, Any]
+) -> tuple[list[EvalItem], str]:
+    limit = int(settings.get("max_items", 200))
+    eval_set = settings.get("eval_set")
+    if eval_set:
+        try:
+            items = load_eval_set(
+                eval_set["path"],
+                fmt=eval_set.get("format", "auto"),
+                split=eval_set.get("split"),
+                question_field=eval_set.get("question_field", "question"),
+                answer_field=eval_set.get("answer_field", "answer"),
+                system_field=eval_set.get("system_field"),
+                limit=limit,
+            )
+        except EvalSetError as exc:
+            raise PermanentTaskError(f"evaluation: {exc}") from exc
+        return items, f"eval set {eval_set['path']}"
+    split = settings.get("split", "test")
+    field = settings.get("reference_field")
+    items = ctx.with_retry(lambda session: _split_items(session, run.dataset_id, split, field, limit))
+    if not items:
+        raise PermanentTaskError(
+            f"evaluation: the {split} split of dataset version {run.dataset_id} has no items"
+            + (f" with a reference in inputs[{field!r}]" if field else "")
+        )
+    return items, f"{split} split of dataset {run.dataset_name} v{run.dataset_version}"
+
+
+def _split_items(
+    session: Session, dataset_id: int, split: str, reference_field: str | None, limit: int
+) -> list[EvalItem]:
+    rows = session.execute(
+        select(DatasetRow.question, DatasetRow.answer, DatasetRow.system, Sample.inputs)
+        .outerjoin(Sample, Sample.id == DatasetRow.sample_id)
+        .where(DatasetRow.dataset_id == dataset_id, DatasetRow.split == split)
+        .order_by(DatasetRow.row_index)
+        .limit(limit)
+    ).all()
+    items = []
+    for question, answer, system, inputs in rows:
+        reference: Any = answer
+        if reference_field is not None:
+            reference = reference_value(inputs or {}, reference_field)
+            if reference is None:
+                continue  # a row without a reference (e.g. ground truth) cannot be scored this way
+        text_reference = reference if isinstance(reference, str) else json.dumps(reference)
+        items.append(EvalItem(question=question, reference=text_reference, system=system))
+    return items
+
+
+def _evaluation_models(
+    ctx: TaskContext, run: RunSnapshot, out: Path, settings: dict[str, Any]
+) -> list[tuple[str, TeacherConfig]]:
+    try:
+        teacher = TeacherConfig.model_validate(settings["teacher"])
+    except (KeyError, ValidationError) as exc:
+        raise PermanentTaskError(f"evaluation: invalid teacher config: {exc}") from exc
+    kv_default = ctx.settings.vllm_kv_cache_bytes
+    if teacher.engine == "vllm" and teacher.kv_cache_memory_bytes is None and kv_default:
+        teacher = teacher.model_copy(update={"kv_cache_memory_bytes": kv_default})
+    # Students run on vLLM with the teacher's engine options (dtype, eager, KV cache), but not its
+    # context length: a small student may have fewer positions than the teacher.
+    base = (
+        teacher
+        if teacher.engine == "vllm"
+        else TeacherConfig(model=teacher.model, kv_cache_memory_bytes=kv_default)
+    )
+    overrides = {k: v for k, v in (settings.get("student_engine") or {}).items() if v is not None}
+
+    def student(model: str) -> TeacherConfig:
+        update_ = {"model": model, "revision": None, "max_model_len": None, **overrides}
+        return base.model_copy(update={**update_, "engine": "vllm", "base_url": None, "api_key": None})
+
+    before = run.student.get("model") or str(out / INIT_DIR)
+    if not run.model_path:
+        raise RuntimeError(f"training run {run.id} has no trained model to evaluate")
+    return [(TEACHER, teacher), (STUDENT_BEFORE, student(before)), (STUDENT_AFTER, student(run.model_path))]
+
+
+class ScoreMonitor:
+    """Stores each model's score (a partial table) as soon as the evaluation child writes it."""
+
+    def __init__(
+        self,
+        ctx: TaskContext,
+        run_id: int,
+        items: list[EvalItem],
+        params: VerifierParams,
+        source: str,
+        scores_path: Path,
+    ) -> None:
+        self.ctx = ctx
+        self.run_id = run_id
+        self.items = items
+        self.params = params
+        self.source = source
+        self.scores_path = scores_path
+        self.stored: set[str] = set()
+
+    def sync(self) -> None:
+        scores = read_scores(self.scores_path)
+        new = [name for name in scores if name not in self.stored]
+        if not new:
+            return
+        table = comparison_table(self.items, self.params, self.source, scores)
+
+        def write(session: Session, committed: int) -> None:
+            session.execute(update(TrainingRun).where(TrainingRun.id == self.run_id).values(results=table))
+            for name in new:
+                score = scores[name]
+                record_event(
+                    session,
+                    "scored",
+                    f"{name.replace('_', ' ')} ({score.model}): {score.accuracy:.3f} "
+                    f"({score.correct}/{score.items} {self.params.mode})",
+                    training_run_id=self.run_id,
+                    task_id=self.ctx.task.id,
+                    data={"name": name, **score.summary()},
+                )
+
+        self.ctx.fenced(write)
+        self.stored.update(new)
+
+
+def _table_summary(table: dict[str, Any]) -> str:
+    def accuracy(name: str) -> str:
+        score = table.get(name)
+        return f"{score['accuracy']:.3f}" if score else "n/a"
+
+    ratio = table.get("ratio")
+    return (
+        f"on {table['items']} items ({table['scorer']}): teacher {accuracy(TEACHER)}, student before "
+        f"{accuracy(STUDENT_BEFORE)}, after {accuracy(STUDENT_AFTER)}"
+        + (f", student/teacher {ratio:.3f}" if ratio is not None else "")
+    )
+
+
+def _finish_evaluation(ctx: TaskContext, run_id: int, table: dict[str, Any] | None, summary: str) -> None:
+    task = ctx.task
+
+    def write(session: Session, committed: int) -> None:
+        if committed >= CURSOR_DONE:
+            return
+        if table is not None:
+            session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(results=table))
+        session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": CURSOR_DONE, "id": task.id})
+        record_event(
+            session,
+            "evaluated" if table is not None else "evaluation_skipped",
+            summary,
+            training_run_id=run_id,
+            task_id=task.id,
+            data={"ratio": table.get("ratio")} if table else {},
+        )
+
+    ctx.fenced(write)
+
+
+# --- the child process ------------------------------------------------------------------------
+
+
+def _run_child(
+    ctx: TaskContext, phase: str, request: dict[str, Any], out: Path, sync: Callable[[], None]
+) -> int:
+    """Run `train_child <phase>` to its end, calling `sync` every poll; returns its exit code.
+
+    Raises:
+        LeaseLost: the task was cancelled or taken over (the child is killed first).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    request_path = out / f"{phase}_{REQUEST_FILE}"
+    write_json_atomic(request_path, request)
+    interval = min(max(ctx.settings.poll_seconds, SYNC_MIN_SECONDS), SYNC_MAX_SECONDS)
+    command = [sys.executable, "-m", "service.workers.train_child", phase, str(request_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (out / LOG_FILE).open("ab") as log:
+        log.write(
+            f"--- {phase} (task {ctx.task.id}, attempt {ctx.task.attempts}, {ctx.worker_id})\n".encode()
+        )
+        log.flush()
+        child = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    (out / CHILD_PID_FILE).write_text(str(child.pid), encoding="utf-8")
+    ctx.logger.info("training run %s: %s process %d started", request["run_id"], phase, child.pid)
+    try:
+        while True:
+            code = child.poll()
+            if code is not None:
+                return code
+            if ctx.lease_lost.is_set():
+                _kill(child)
+                ctx.fenced(lambda session, committed: None)  # raises LeaseLost with the reason
+                raise LeaseLost(ctx.task.id, "the heartbeat found the task no longer held")
+            if ctx.stop_requested:
+                ctx.logger.info("training run %s: stopping the %s process", request["run_id"], phase)
+                return _stop(child, sync)
+            sync()
+            ctx.stop.wait(interval)
+    finally:
+        if child.poll() is None:
+            _kill(child)
+
+
+def _stop(child: subprocess.Popen[bytes], sync: Callable[[], None]) -> int:
+    """SIGTERM (training checkpoints and exits), keep syncing while it does, then kill what is left."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        for _ in range(int(STOP_GRACE_SECONDS)):
+            try:
+                return child.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                sync()
+    except LeaseLost:
+        pass
+    _kill(child)
+    return child.returncode
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    child.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(timeout=KILL_WAIT_SECONDS)
+
+
+def _raise_child_failure(phase: str, code: int, out: Path) -> None:
+    error: dict[str, Any] = {}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        error = json.loads((out / ERROR_FILE).read_text(encoding="utf-8"))
+    message = str(error.get("error") or "")
+    if code == EXIT_BAD_INPUT or error.get("permanent"):
+        raise PermanentTaskError(f"{phase}: {message or f'the {phase} process refused its input'}")
+    if not message:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        message = f"the {phase} process {how}; last lines of {out / LOG_FILE}: {_log_tail(out)}"
+    raise RuntimeError(f"{phase}: {message}")
+
+
+def _log_tail(out: Path) -> str:
+    try:
+        lines = (out / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:])

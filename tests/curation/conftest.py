@@ -1,0 +1,146 @@
+"""Curation test fixtures: a database of their own, the app on it, a token per role, factories.
+
+Filter workers claim any queued `filter` task, so these tests keep their runs in their own database
+(and run every run they queue to its end).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, insert, make_url, text
+
+from service.app import create_app
+from service.auth import issue_token
+from service.db.models import Job, Recipe, Sample
+from service.db.session import get_engine, transaction
+from service.settings import Settings
+from service.workers.runner import run_worker
+
+
+@pytest.fixture(scope="session")
+def curation_db_url(database_url: str) -> Iterator[str]:
+    """A migrated database only the curation tests use."""
+    from service.db.migrate import upgrade
+
+    server = make_url(database_url)
+    name = f"hardlabel_curation_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    get_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def curation_settings(curation_db_url: str) -> Settings:
+    return Settings(
+        database_url=curation_db_url,
+        max_page_size=200,
+        default_page_size=50,
+        lease_seconds=30.0,
+        heartbeat_seconds=1.0,
+        reaper_seconds=1.0,
+        poll_seconds=0.05,
+        retry_backoff_seconds=0.0,
+        max_attempts=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def app(curation_settings: Settings) -> FastAPI:
+    return create_app(curation_settings)
+
+
+@pytest.fixture(scope="session")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: int
+    headers: dict[str, str]
+
+
+def _token(url: str, role: str) -> Caller:
+    with transaction(url) as session:
+        row, secret = issue_token(session, role=role, name=f"{role}-{uuid.uuid4().hex[:6]}")
+        return Caller(row.id, {"Authorization": f"Bearer {secret}"})
+
+
+@pytest.fixture(scope="session")
+def admin(curation_db_url: str) -> Caller:
+    return _token(curation_db_url, "admin")
+
+
+@pytest.fixture(scope="session")
+def reviewer(curation_db_url: str) -> Caller:
+    return _token(curation_db_url, "reviewer")
+
+
+@pytest.fixture(scope="session")
+def viewer(curation_db_url: str) -> Caller:
+    return _token(curation_db_url, "viewer")
+
+
+RECIPE = {
+    "name": "curation-tests",
+    "stages": [
+        {"name": "answer", "messages": [{"role": "user", "content": "{{ q }}"}]},
+        {"name": "judge", "judges": "answer", "messages": [{"role": "user", "content": "score"}]},
+    ],
+}
+
+
+def make_job(url: str, *, spec: dict[str, Any] | None = None, teacher: str = "/models/teacher") -> int:
+    """A committed finished job on a committed recipe row (samples are inserted directly)."""
+    with transaction(url) as session:
+        recipe = Recipe(
+            name=f"recipe-{uuid.uuid4().hex[:8]}", version=1, spec=spec or RECIPE, digest=uuid.uuid4().hex
+        )
+        session.add(recipe)
+        session.flush()
+        job = Job(recipe_id=recipe.id, status="succeeded", teacher={"model": teacher, "engine": "vllm"})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def sample_row(job_id: int, item_index: int, question: str, answer: str | None, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "item_index": item_index,
+        "stage": "answer",
+        "sample_index": 0,
+        "question": question,
+        "answer": answer,
+        "raw_text": answer or "(unparsable)",
+        "parse_status": "ok" if answer is not None else "failed",
+        "inputs": {},
+        "provenance": {"teacher": {"model": "/models/teacher"}},
+    }
+    row.update(values)
+    return row
+
+
+def insert_samples(url: str, rows: list[dict[str, Any]]) -> list[int]:
+    with transaction(url) as session:
+        return list(session.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
+
+
+def run_filter_worker(settings: Settings) -> None:
+    """Run queued filter tasks to the end in this process (a real worker loop)."""
+    run_worker(settings, ["filter"], exit_when_idle=True)

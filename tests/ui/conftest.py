@@ -1,0 +1,177 @@
+"""Browser-test fixtures: a real uvicorn server (background thread) on a database of its own, seeded
+data, and Playwright pointed at Debian's Chromium (never `playwright install`).
+
+The UI tests keep their own database (created beside the session's test database) so the jobs list
+and the screenshots show only the seeded rows, whatever other test folders leave behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import BrowserContext, Page
+from sqlalchemy import create_engine, make_url, text
+
+from service.app import create_app
+from service.db.session import get_engine
+from service.settings import Settings
+from ui.factories import Seeded, seed_all, seed_training_run
+
+ROOT = Path(__file__).resolve().parents[2]
+# Screenshots go to docs/img when HARDLABEL_UI_SCREENSHOTS=docs/img (how the README's are made);
+# by default to the ignored scratch folder, so `make test` leaves the working tree clean.
+SCREENSHOTS = ROOT / os.environ.get("HARDLABEL_UI_SCREENSHOTS", ".tmp/ui-screenshots")
+TOKEN_KEY = "hardlabel.token"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-quic",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": {"width": 1400, "height": 900}, "accept_downloads": True}
+
+
+@pytest.fixture(scope="session")
+def ui_database_url(database_url: str) -> Iterator[str]:
+    """A migrated database only the UI tests use (same server as the session's test database)."""
+    from service.db.migrate import upgrade
+
+    server = make_url(database_url)
+    name = f"hardlabel_ui_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    get_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class ServerThread:
+    """uvicorn serving `create_app(settings)` on a free port, in a daemon thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, name="ui-test-server", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.socket.close()
+
+
+@pytest.fixture(scope="session")
+def ui_server(ui_database_url: str) -> Iterator[str]:
+    server = ServerThread(Settings(database_url=ui_database_url, max_page_size=200))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(ui_server: str) -> str:
+    """pytest-playwright resolves `page.goto("/ui/...")` against this."""
+    return ui_server
+
+
+@pytest.fixture(scope="session")
+def seeded(ui_database_url: str, ui_server: str) -> Seeded:
+    """Jobs, samples, verdicts; a dataset version frozen through the API; a training run on it."""
+    seed = seed_all(ui_database_url)
+    response = httpx.post(
+        f"{ui_server}/v1/datasets",
+        headers={"Authorization": f"Bearer {seed.admin_token}"},
+        json={
+            "name": "self-instruct-clean",
+            "query": {"job_ids": [seed.self_instruct_job], "review_status": ["accepted"], "require_passed": ["length"]},
+            "split": {"test_fraction": 0.1, "seed": 0},
+        },
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    dataset_id = int(response.json()["id"])
+    run_id = seed_training_run(ui_database_url, dataset_id, teacher_model="/models/qwen-teacher")
+    return Seeded(**{**seed.__dict__, "dataset_id": dataset_id, "training_run": run_id})
+
+
+@pytest.fixture
+def api(ui_server: str, seeded: Seeded) -> Iterator[httpx.Client]:
+    """An admin client of the same server, to check what the UI did."""
+    with httpx.Client(
+        base_url=ui_server, headers={"Authorization": f"Bearer {seeded.admin_token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def sign_in_as(context: BrowserContext, token: str) -> None:
+    """Every page of `context` starts with `token` in sessionStorage (as after the sign-in form)."""
+    context.add_init_script(f"try {{ sessionStorage.setItem({TOKEN_KEY!r}, {token!r}); }} catch (e) {{}}")
+
+
+@pytest.fixture
+def page_errors(page: Page) -> Iterator[list[str]]:
+    """Uncaught script errors of the page; a test fails if there are any."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(10_000)
+    yield errors
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def admin_page(page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str]) -> Page:
+    sign_in_as(context, seeded.admin_token)
+    return page
+
+
+@pytest.fixture
+def reviewer_page(page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str]) -> Page:
+    sign_in_as(context, seeded.reviewer_token)
+    return page
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
