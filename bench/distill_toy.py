@@ -123,7 +123,14 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's; 1 on a busy shared machine)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     pairs = [(a, b) for a in range(100) for b in range(100)]
     random.Random(args.seed).shuffle(pairs)

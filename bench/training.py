@@ -86,7 +86,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--save-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's; 1 on a busy shared machine)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,16 @@ def stop_embedded_postgres(data_dir: Path) -> None:
         _write_handles(data_dir, [])
 
 
+def restart_embedded_postgres(data_dir: Path) -> None:
+    """Restart the running embedded server on ``data_dir`` (clients see their connections drop)."""
+    data_dir = Path(os.path.abspath(data_dir.expanduser()))
+    with _start_lock(data_dir):
+        if _running_socket_dir(data_dir) is None:
+            raise EmbeddedPostgresError(f"no embedded Postgres is running on {data_dir}")
+        restart = ["-w", "-t", str(START_TIMEOUT_SECONDS), "-m", "fast", "-l", str(data_dir / "server.log")]
+        _pg_ctl(data_dir, _server_user(), [*restart, "restart"])
+
+
 def ensure_database(settings: Settings) -> str:
     """The database URL to use, migrated to head.
 

@@ -16,6 +16,7 @@ from fastapi import Query, Request
 from pydantic import BaseModel, Field
 
 from service.errors import ValidationProblem
+from service.limits import BIGINT_MAX
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def page_params(
     limit: Annotated[
         int | None, Query(ge=1, description="Page size (at most the server's max_page_size).")
     ] = None,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX, description="Rows to skip.")] = 0,
 ) -> PageParams:
     """FastAPI dependency: a bounded limit and an offset."""
     return PageParams(limit=resolve_limit(settings_of(request), limit), offset=offset)

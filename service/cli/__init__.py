@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "jobs",
     "tokens",
     "export",
+    "curation",
 ]
 
 

@@ -20,6 +20,7 @@ REAP_SQL = text(
     WITH expired AS (
         SELECT id, worker_id AS lost_worker FROM task
         WHERE status = 'running' AND lease_expires_at < now()
+          AND worker_id IS DISTINCT FROM :exclude_worker
         ORDER BY id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -54,10 +55,26 @@ class ReapedTask:
     lost_worker: str | None
 
 
-def reap_expired_tasks(session: Session, *, backoff_base: float, limit: int = 100) -> list[ReapedTask]:
-    """Requeue (with exponential backoff) or fail the tasks whose lease expired; the caller commits."""
+def reap_expired_tasks(
+    session: Session, *, backoff_base: float, limit: int = 100, exclude_worker: str | None = None
+) -> list[ReapedTask]:
+    """Requeue (with exponential backoff) or fail the tasks whose lease expired; the caller commits.
+
+    Args:
+        session: the caller's transaction.
+        backoff_base: seconds before a first retry; doubled for each further attempt (capped).
+        limit: most tasks reaped in one call.
+        exclude_worker: a worker never reaps its own tasks: if it is alive enough to reap, its
+            heartbeat is alive too and only lagged (a long GIL hold, a starved CPU).
+    """
     rows = session.execute(
-        REAP_SQL, {"limit": limit, "backoff_base": float(backoff_base), "backoff_cap": MAX_BACKOFF_SECONDS}
+        REAP_SQL,
+        {
+            "limit": limit,
+            "backoff_base": float(backoff_base),
+            "backoff_cap": MAX_BACKOFF_SECONDS,
+            "exclude_worker": exclude_worker,
+        },
     ).mappings()
     reaped = [
         ReapedTask(

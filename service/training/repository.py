@@ -135,3 +135,32 @@ def cancel_run_rows(session: Session, run: TrainingRun) -> int:
     session.flush()
     session.refresh(run)
     return count
+
+
+def requeue_run_rows(session: Session, run: TrainingRun) -> int:
+    """Queue a cancelled or failed run again: its task keeps its cursor (phase), its attempts restart.
+
+    Returns the task id. The worker that claims it resumes from the run's last complete checkpoint.
+    """
+    session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run.id)
+        .values(status="queued", error=None, finished_at=None)
+    )
+    task_id = session.execute(
+        update(Task)
+        .where(Task.id == select(func.max(Task.id)).where(Task.training_run_id == run.id).scalar_subquery())
+        .values(
+            status="queued",
+            attempts=0,
+            run_after=func.now(),
+            finished_at=None,
+            last_error=None,
+            worker_id=None,
+            lease_expires_at=None,
+        )
+        .returning(Task.id)
+    ).scalar_one()
+    session.flush()
+    session.refresh(run)
+    return int(task_id)

@@ -114,3 +114,14 @@ def list_training_events(
 def cancel_training_run(principal: Admin, session: SessionDep, run_id: RunId) -> TrainingRunDetail:
     """Cancel a queued or running run: the worker stops its training process; checkpoints stay on disk."""
     return TrainingRunDetail.model_validate(service.cancel_run(session, run_id, principal=principal))
+
+
+@router.post(
+    "/{run_id}/resume",
+    response_model=TrainingRunDetail,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={409: {"description": "The run is not cancelled or failed."}},
+)
+def resume_training_run(principal: Admin, session: SessionDep, run_id: RunId) -> TrainingRunDetail:
+    """Queue a cancelled or failed run again: it continues from its last checkpoint."""
+    return TrainingRunDetail.model_validate(service.resume_run(session, run_id, principal=principal))

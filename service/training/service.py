@@ -215,6 +215,32 @@ def cancel_run(session: Session, run_id: int, *, principal: Principal) -> RunDet
     return run_detail(session, run_id)
 
 
+def resume_run(session: Session, run_id: int, *, principal: Principal) -> RunDetailView:
+    """Queue a cancelled or failed run again; it continues from its last checkpoint. 409 otherwise."""
+    run = repository.get_run(session, run_id, for_update=True)
+    if run is None:
+        raise NotFoundError(f"training run {run_id} does not exist")
+    if run.status not in ("cancelled", "failed"):
+        raise ConflictError(
+            f"training run {run_id} is {run.status}; only cancelled or failed runs can be resumed.",
+            title="Training Run Not Resumable",
+            slug="training-run-not-resumable",
+            run_status=run.status,
+        )
+    previous = run.status
+    task_id = repository.requeue_run_rows(session, run)
+    record_event(
+        session,
+        "requeued",
+        f"{previous} run requeued by {principal.name!r}: training continues from its last checkpoint",
+        training_run_id=run_id,
+        task_id=task_id,
+        data={"token_id": principal.token_id, "previous_status": previous, "step": run.step},
+    )
+    session.flush()
+    return run_detail(session, run_id)
+
+
 def list_metrics(
     session: Session, run_id: int, *, after_step: int | None, limit: int, offset: int
 ) -> tuple[list[TrainingMetric], int]:

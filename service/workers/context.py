@@ -73,9 +73,14 @@ class TaskContext:
         return self.stop.is_set()
 
     def check_lease(self) -> None:
-        """Raise LeaseLost when the heartbeat already knows the task is gone (no database round trip)."""
+        """Raise LeaseLost (with the reason) when the heartbeat found the task no longer held.
+
+        Costs nothing while the lease is fine; a flagged loss is confirmed with a fence, which
+        also tells a cancel from a reclaim.
+        """
         if self.lease_lost.is_set():
-            raise LeaseLost(self.task.id, "the heartbeat found the task no longer held")
+            self.fenced(lambda session, cursor: cursor)
+            self.lease_lost.clear()  # a false alarm: the fence passed (the task is still ours)
 
     def fenced(self, write: Callable[[Session, int], T]) -> T:
         """Run ``write(session, committed_cursor)`` in one transaction that starts with the fence.

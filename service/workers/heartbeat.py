@@ -53,9 +53,10 @@ class Heartbeat(threading.Thread):
         for task_id, (_, lost) in held.items():
             if task_id not in still_held:
                 with self._lock:
-                    current = self._held.get(task_id)
-                # Dropped meanwhile (the task finished): not a loss.
-                if current is not None and current[1] is lost:
+                    # Dropped meanwhile (the task finished): not a loss.
+                    if self._held.get(task_id, (None, None))[1] is not lost:
+                        continue
+                if not lost.is_set():
                     logger.warning("task %s: lease no longer held (reclaimed, requeued or cancelled)", task_id)
                     lost.set()
         self.beats += 1

@@ -200,7 +200,9 @@ class _WorkerLoop:
 
     def _reap(self) -> None:
         with transaction(self.url) as session:
-            reaped = reap_expired_tasks(session, backoff_base=self.settings.retry_backoff_seconds)
+            reaped = reap_expired_tasks(
+                session, backoff_base=self.settings.retry_backoff_seconds, exclude_worker=self.worker_id
+            )
         for task in reaped:
             logger.warning("reaper: task %s %s (%s)", task.id, task.status, task.last_error)
 

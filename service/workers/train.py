@@ -195,6 +195,8 @@ def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
 
     ctx.fenced(start)
     data_dir = _materialise_dataset(ctx, run, out)
+    for stale in (PROGRESS_FILE, RESULT_FILE):  # an earlier attempt's; the monitor must not read them
+        (out / stale).unlink(missing_ok=True)
     request = {
         "run_id": run.id,
         "parent_pid": os.getpid(),
@@ -309,7 +311,8 @@ class TrainingMonitor:
         self.offset = 0  # bytes of metrics.jsonl already read (the whole file is re-read by a new worker)
         self.pending: dict[int, dict[str, Any]] = {}
         self.progress_mtime: float | None = None
-        self.checkpoints: list[str] | None = None
+        # Checkpoints of earlier attempts are not news (their events were recorded then).
+        self.checkpoints = [str(path) for path in list_checkpoints(out)]
 
     def _new_metric_rows(self) -> dict[int, dict[str, Any]]:
         path = self.out / METRICS_FILE
@@ -351,10 +354,8 @@ class TrainingMonitor:
         self.pending.update(self._new_metric_rows())
         progress = self._progress()
         checkpoints = [str(path) for path in list_checkpoints(self.out)]
-        new_checkpoints = [c for c in checkpoints if c not in (self.checkpoints or [])]
-        changed_checkpoints = self.checkpoints is not None and checkpoints != self.checkpoints
-        if not (self.pending or progress or new_checkpoints or changed_checkpoints):
-            self.checkpoints = checkpoints
+        new_checkpoints = [c for c in checkpoints if c not in self.checkpoints]
+        if not (self.pending or progress or checkpoints != self.checkpoints):
             return
         rows = dict(self.pending)
 
@@ -503,8 +504,8 @@ def _evaluation_models(
     kv_default = ctx.settings.vllm_kv_cache_bytes
     if teacher.engine == "vllm" and teacher.kv_cache_memory_bytes is None and kv_default:
         teacher = teacher.model_copy(update={"kv_cache_memory_bytes": kv_default})
-    # Students run on vLLM with the teacher's engine options (dtype, eager, KV cache), but not its
-    # context length: a small student may have fewer positions than the teacher.
+    # Students run on vLLM with the teacher's engine options (dtype, eager, KV cache); the context
+    # length is capped at the student's own: a small student may have fewer positions.
     base = (
         teacher
         if teacher.engine == "vllm"
@@ -513,13 +514,26 @@ def _evaluation_models(
     overrides = {k: v for k, v in (settings.get("student_engine") or {}).items() if v is not None}
 
     def student(model: str) -> TeacherConfig:
-        update_ = {"model": model, "revision": None, "max_model_len": None, **overrides}
+        context = _positions(Path(model))
+        if teacher.max_model_len and context:
+            context = min(context, teacher.max_model_len)
+        update_ = {"model": model, "revision": None, "max_model_len": context, **overrides}
         return base.model_copy(update={**update_, "engine": "vllm", "base_url": None, "api_key": None})
 
     before = run.student.get("model") or str(out / INIT_DIR)
     if not run.model_path:
         raise RuntimeError(f"training run {run.id} has no trained model to evaluate")
     return [(TEACHER, teacher), (STUDENT_BEFORE, student(before)), (STUDENT_AFTER, student(run.model_path))]
+
+
+def _positions(model_dir: Path) -> int | None:
+    """The context length a local model folder declares (None for hub ids or unusual configs)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and value >= 16 else None
 
 
 class ScoreMonitor:

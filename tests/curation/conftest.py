@@ -119,7 +119,9 @@ def make_job(url: str, *, spec: dict[str, Any] | None = None, teacher: str = "/m
         return job.id
 
 
-def sample_row(job_id: int, item_index: int, question: str, answer: str | None, **values: Any) -> dict[str, Any]:
+def sample_row(
+    job_id: int, item_index: int, question: str, answer: str | None, **values: Any
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "job_id": job_id,
         "item_index": item_index,
@@ -144,3 +146,28 @@ def insert_samples(url: str, rows: list[dict[str, Any]]) -> list[int]:
 def run_filter_worker(settings: Settings) -> None:
     """Run queued filter tasks to the end in this process (a real worker loop)."""
     run_worker(settings, ["filter"], exit_when_idle=True)
+
+
+@pytest.fixture(scope="session")
+def live_api(curation_settings: Settings) -> Iterator[str]:
+    """Base URL of a real uvicorn serving the app on the curation database (for CLI tests)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from service.cli.serve import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(curation_settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "uvicorn exited"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()

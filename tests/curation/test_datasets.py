@@ -26,20 +26,33 @@ def curated(
     for j in range(2):
         job_id = make_job(curation_db_url, teacher=f"/models/teacher-{j}")
         rows = [
-            sample_row(job_id, i, f"Job {j}: what is {i} + 1?", f"{i + 1 if i % 5 else i + 2}", inputs={"reference": i + 1})
+            sample_row(
+                job_id,
+                i,
+                f"Job {j}: what is {i} + 1?",
+                f"{i + 1 if i % 5 else i + 2}",
+                inputs={"reference": i + 1},
+            )
             for i in range(20)
         ]
         jobs.append(job_id)
         ids.append(insert_samples(curation_db_url, rows))
     run = client.post(
         "/v1/filter-runs",
-        json={"selection": {"job_ids": jobs}, "filters": [{"type": "verifier", "params": {"mode": "numeric"}}]},
+        json={
+            "selection": {"job_ids": jobs},
+            "filters": [{"type": "verifier", "params": {"mode": "numeric"}}],
+        },
         headers=admin.headers,
     )
     assert run.status_code == 202, run.text
     run_filter_worker(curation_settings)
     for job_id in jobs:
-        result = client.post("/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers)
+        result = client.post(
+            "/v1/samples/review",
+            json={"query": {"job_id": job_id}, "action": "accept"},
+            headers=reviewer.headers,
+        )
         assert result.json()["changed"] == 20
     for job_ids in ids:
         for sample_id in job_ids[-2:]:
@@ -79,7 +92,8 @@ def test_version_copies_rows_with_lineage(
     version = response.json()
     # 40 samples, 8 wrong, 4 not accepted (of which none wrong: indices 18, 19 → 19 % 5 != 0, 18 % 5 != 0)
     assert version["row_counts"] == {"total": 28, "train": 28, "test": 0, "teacher": 28, "ground_truth": 0}
-    assert version["version"] >= 1 and len(version["digest"]) == 64
+    assert version["version"] >= 1
+    assert len(version["digest"]) == 64
     lineage = version["lineage"]
     assert lineage["stage"] == "answer"
     assert [job["id"] for job in lineage["jobs"]] == curated["jobs"]
@@ -96,7 +110,8 @@ def test_version_copies_rows_with_lineage(
     assert [r[3] for r in rows] == expected
     assert [r[0] for r in rows] == list(range(28))
     fetched = client.get(f"/v1/datasets/{version['id']}", headers=viewer.headers).json()
-    assert fetched["digest"] == version["digest"] and fetched["lineage"] == lineage
+    assert fetched["digest"] == version["digest"]
+    assert fetched["lineage"] == lineage
     listed = client.get("/v1/datasets", params={"name": "arith"}, headers=viewer.headers).json()
     assert version["id"] in [item["id"] for item in listed["items"]]
 
@@ -116,14 +131,19 @@ def test_versions_are_immutable_and_digests_stable(
     assert edited.status_code == 200
     assert rows_of(curation_db_url, first["id"]) == before  # later edits do not reach a version
     third = create(client, admin, body).json()
-    assert third["version"] == 3 and third["digest"] != first["digest"]
+    assert third["version"] == 3
+    assert third["digest"] != first["digest"]
     new_rows = {r[3]: r[5] for r in rows_of(curation_db_url, third["id"])}
     assert new_rows[sample_id] == "two"
-    assert client.get(f"/v1/datasets/{first['id']}", headers=admin.headers).json()["digest"] == first["digest"]
+    assert (
+        client.get(f"/v1/datasets/{first['id']}", headers=admin.headers).json()["digest"] == first["digest"]
+    )
     client.patch(f"/v1/samples/{sample_id}", json={"restore": ["answer"]}, headers=reviewer.headers)
     assert create(client, admin, body).json()["digest"] == first["digest"]  # back to the same content
     for method in ("patch", "put", "delete"):
-        assert getattr(client, method)(f"/v1/datasets/{first['id']}", headers=admin.headers).status_code == 405
+        assert (
+            getattr(client, method)(f"/v1/datasets/{first['id']}", headers=admin.headers).status_code == 405
+        )
 
 
 def test_split_is_deterministic_and_stratified(
@@ -135,15 +155,20 @@ def test_split_is_deterministic_and_stratified(
         version = create(client, admin, {"name": "split", "query": query, "split": split}).json()
         rows = rows_of(curation_db_url, version["id"])
         tested = {r[3] for r in rows if r[1] == "test"}
-        per_job = {job: sum(1 for i in ids if i in tested) for job, ids in zip(curated["jobs"], curated["ids"], strict=True)}
+        per_job = {
+            job: sum(1 for i in ids if i in tested)
+            for job, ids in zip(curated["jobs"], curated["ids"], strict=True)
+        }
         return version["row_counts"], tested, per_job
 
     counts, a, _ = test_ids({"test_fraction": 0.25, "seed": 7})
-    assert counts["test"] == 10 and counts["train"] == 30  # round(0.25 × 40)
+    assert counts["test"] == 10
+    assert counts["train"] == 30
     _, again, _ = test_ids({"test_fraction": 0.25, "seed": 7})
     assert again == a
     _, other, _ = test_ids({"test_fraction": 0.25, "seed": 8})
-    assert other != a and len(other) == 10
+    assert other != a
+    assert len(other) == 10
     _, _, per_job = test_ids({"test_fraction": 0.3, "seed": 7, "stratify_by_job": True})
     assert per_job == {curated["jobs"][0]: 6, curated["jobs"][1]: 6}  # round(0.3 × 20) each
 
@@ -153,7 +178,12 @@ def test_ground_truth_is_mixed_at_the_ratio(
 ) -> None:
     records = [{"question": f"gt question {i}", "answer": f"gt answer {i}"} for i in range(50)]
     query = {"job_ids": curated["jobs"], "review_status": ["accepted", "pending"]}
-    body = {"name": "mixed", "query": query, "split": {"test_fraction": 0.25}, "ground_truth": {"records": records, "ratio": 0.25}}
+    body = {
+        "name": "mixed",
+        "query": query,
+        "split": {"test_fraction": 0.25},
+        "ground_truth": {"records": records, "ratio": 0.25},
+    }
     version = create(client, admin, body).json()
     # 30 teacher train rows; ratio 0.25 ⇒ round(30 × 0.25 / 0.75) = 10 ground-truth rows, all in train.
     assert version["row_counts"] == {"total": 50, "train": 40, "test": 10, "teacher": 40, "ground_truth": 10}
@@ -193,7 +223,9 @@ def test_ground_truth_is_mixed_at_the_ratio(
     assert "line 2: answer: Field required; line 3: not JSON" in bad.json()["detail"]
 
 
-def test_accepted_or_unreviewed_passed_all(client: TestClient, admin: Caller, curated: dict[str, Any]) -> None:
+def test_accepted_or_unreviewed_passed_all(
+    client: TestClient, admin: Caller, curated: dict[str, Any]
+) -> None:
     query = {"job_ids": curated["jobs"], "review_status": "accepted_or_unreviewed_passed_all"}
     version = create(client, admin, {"name": "mode", "query": query}).json()
     # 36 accepted + the 4 pending ones, which all passed the verifier.
@@ -201,7 +233,9 @@ def test_accepted_or_unreviewed_passed_all(client: TestClient, admin: Caller, cu
     assert version["lineage"]["review_counts"] == {"accepted": 36, "pending": 4}
 
 
-def test_bad_requests_and_roles(client: TestClient, admin: Caller, reviewer: Caller, curated: dict[str, Any]) -> None:
+def test_bad_requests_and_roles(
+    client: TestClient, admin: Caller, reviewer: Caller, curated: dict[str, Any]
+) -> None:
     jobs = curated["jobs"]
     cases = [
         ({"name": "x", "query": {"job_ids": [987654321]}}, "query.job_ids"),
@@ -216,5 +250,10 @@ def test_bad_requests_and_roles(client: TestClient, admin: Caller, reviewer: Cal
         assert response.status_code == 422, (body, response.text)
         assert response.json()["errors"][0]["field"] == field, response.json()
     assert create(client, reviewer, {"name": "x", "query": {"job_ids": jobs}}).status_code == 403
-    assert client.post("/v1/datasets", content=b"{", headers={**admin.headers, "content-type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/v1/datasets", content=b"{", headers={**admin.headers, "content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert client.get("/v1/datasets/987654321", headers=admin.headers).status_code == 404

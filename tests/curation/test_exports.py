@@ -26,8 +26,12 @@ SYSTEM = "Answer with the number only."
 @pytest.fixture(scope="module")
 def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url)
-    insert_samples(curation_db_url, [sample_row(job_id, i, f"What is {i} + {i}?", f"{2 * i}") for i in range(24)])
-    client.post("/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers)
+    insert_samples(
+        curation_db_url, [sample_row(job_id, i, f"What is {i} + {i}?", f"{2 * i}") for i in range(24)]
+    )
+    client.post(
+        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
+    )
     body = {
         "name": "export-me",
         "query": {"job_ids": [job_id]},
@@ -91,7 +95,9 @@ def test_streamed_downloads_load_with_datasets(
         assert response.headers["x-dataset-digest"] == version["digest"]
         path = tmp_path / f"{split}.{container}"
         path.write_bytes(response.content)
-        loaded = load_dataset("json" if container == "jsonl" else "parquet", data_files=str(path), split="train")
+        loaded = load_dataset(
+            "json" if container == "jsonl" else "parquet", data_files=str(path), split="train"
+        )
         assert [as_flat(fmt, row) for row in loaded] == expected_rows(curation_db_url, version["id"], split)
 
 
@@ -101,14 +107,17 @@ def test_hf_folder_download_loads_from_disk(
     from datasets import load_from_disk
 
     response = client.get(
-        f"/v1/datasets/{version['id']}/export", params={"format": "messages", "container": "hf"}, headers=viewer.headers
+        f"/v1/datasets/{version['id']}/export",
+        params={"format": "messages", "container": "hf"},
+        headers=viewer.headers,
     )
     assert response.status_code == 200, response.text
     with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
         tar.extractall(tmp_path, filter="data")
     folder = tmp_path / f"export-me-v{version['version']}"
     card = (folder / "README.md").read_text()
-    assert version["digest"] in card and "## Lineage" in card
+    assert version["digest"] in card
+    assert "## Lineage" in card
     loaded = load_from_disk(str(folder))
     assert sorted(loaded) == ["test", "train"]
     for split in ("train", "test"):
@@ -118,11 +127,15 @@ def test_hf_folder_download_loads_from_disk(
 
 
 def test_export_problems(client: TestClient, viewer: Caller, version: dict[str, Any], admin: Caller) -> None:
-    bad_format = client.get(f"/v1/datasets/{version['id']}/export", params={"format": "csv"}, headers=viewer.headers)
-    assert bad_format.status_code == 422 and bad_format.json()["errors"][0]["field"] == "format"
+    bad_format = client.get(
+        f"/v1/datasets/{version['id']}/export", params={"format": "csv"}, headers=viewer.headers
+    )
+    assert bad_format.status_code == 422
+    assert bad_format.json()["errors"][0]["field"] == "format"
     assert client.get("/v1/datasets/987654321/export", headers=viewer.headers).status_code == 404
     card = client.get(f"/v1/datasets/{version['id']}/card", headers=viewer.headers)
-    assert card.status_code == 200 and card.text.startswith("---\n")
+    assert card.status_code == 200
+    assert card.text.startswith("---\n")
 
 
 @pytest.fixture
@@ -140,7 +153,17 @@ def test_cli_export_writes_a_folder_load_dataset_understands(
 
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        cli, ["export", str(version["id"]), "--format", "prompt_completion", "--container", "jsonl", "--out", str(out)]
+        cli,
+        [
+            "export",
+            str(version["id"]),
+            "--format",
+            "prompt_completion",
+            "--container",
+            "jsonl",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "test.jsonl", "train.jsonl"]
@@ -150,9 +173,11 @@ def test_cli_export_writes_a_folder_load_dataset_understands(
     assert set(first) == {"prompt", "completion"}
 
     again = CliRunner().invoke(cli, ["export", str(version["id"]), "--out", str(out)])
-    assert again.exit_code == 2 and "is not empty" in again.output
+    assert again.exit_code == 2
+    assert "is not empty" in again.output
     missing = CliRunner().invoke(cli, ["export", "987654321", "--out", str(tmp_path / "x")])
-    assert missing.exit_code == 2 and "error: dataset version 987654321 does not exist" in missing.output
+    assert missing.exit_code == 2
+    assert "error: dataset version 987654321 does not exist" in missing.output
 
 
 def test_export_trains_with_a_plain_sft_trainer(

@@ -32,9 +32,13 @@ FILTERS: list[dict[str, Any]] = [
 def crafted(curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url)
     rows = [
-        sample_row(job_id, 0, "What is 7 * 8?", "7 * 8 = 56. The answer is 56.", inputs={"reference": 56}, score=8.0),
+        sample_row(
+            job_id, 0, "What is 7 * 8?", "7 * 8 = 56. The answer is 56.", inputs={"reference": 56}, score=8.0
+        ),
         sample_row(job_id, 1, "What is 30 + 31?", "The answer is 61.", inputs={"reference": 62}, score=4.0),
-        sample_row(job_id, 2, "What is 7 * 8?", "7 * 8 = 56. The answer is 56.", inputs={"reference": 56}, score=9.0),
+        sample_row(
+            job_id, 2, "What is 7 * 8?", "7 * 8 = 56. The answer is 56.", inputs={"reference": 56}, score=9.0
+        ),
         sample_row(job_id, 3, "Say a number.", "ok", inputs={"reference": 5}),
         sample_row(job_id, 4, "Explain photosynthesis.", PARAGRAPH),
         sample_row(job_id, 5, "Explain photosynthesis again.", PARAPHRASE),
@@ -49,7 +53,9 @@ def submit(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
     return client.post("/v1/filter-runs", json=body, headers=caller.headers)
 
 
-def run_to_end(client: TestClient, caller: Caller, settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+def run_to_end(
+    client: TestClient, caller: Caller, settings: Settings, body: dict[str, Any]
+) -> dict[str, Any]:
     response = submit(client, caller, body)
     assert response.status_code == 202, response.text
     run_filter_worker(settings)
@@ -68,7 +74,9 @@ def test_filter_run_stores_verdicts_with_reasons(
     client: TestClient, admin: Caller, viewer: Caller, curation_settings: Settings, crafted: dict[str, Any]
 ) -> None:
     job_id, (s0, s1, s2, s3, s4, s5) = crafted["job_id"], crafted["ids"]
-    run = run_to_end(client, admin, curation_settings, {"selection": {"job_ids": [job_id]}, "filters": FILTERS})
+    run = run_to_end(
+        client, admin, curation_settings, {"selection": {"job_ids": [job_id]}, "filters": FILTERS}
+    )
     assert run["selection"]["stage"] == "answer"  # the recipe's answer stage (judge skipped)
     assert run["selection_size"] == 6
     assert run["progress"]["items_done"] == run["progress"]["items_total"] == 12  # two passes
@@ -94,12 +102,16 @@ def test_filter_run_stores_verdicts_with_reasons(
     assert reasons(s2)["exact_dedup"] == (True, "first of its text")
     assert reasons(s2)["near_dup"] == (False, f"near-duplicate of sample {s0} (Jaccard 1.00)")
     passed, reason = reasons(s5)["near_dup"]
-    assert not passed and reason.startswith(f"near-duplicate of sample {s4} (Jaccard 0.")
+    assert not passed
+    assert reason.startswith(f"near-duplicate of sample {s4} (Jaccard 0.")
 
     assert listed(client, viewer, job_id=job_id, passed="length,verifier") == [s0, s2]
     assert listed(client, viewer, job_id=job_id, failed="near_dup") == [s2, s5]
     assert listed(client, viewer, job_id=job_id, failed="verifier,length") == [s1, s3, s4, s5]
-    assert listed(client, viewer, job_id=job_id, passed=["exact_dedup", "length"], failed="near_dup") == [s2, s5]
+    assert listed(client, viewer, job_id=job_id, passed=["exact_dedup", "length"], failed="near_dup") == [
+        s2,
+        s5,
+    ]
     assert listed(client, viewer, job_id=job_id, score_min=8) == [s0, s2]
     assert listed(client, viewer, job_id=job_id, score_min=4, score_max=8.5) == [s0, s1]
     bad = client.get("/v1/samples", params={"score_min": 5, "score_max": 1}, headers=viewer.headers)
@@ -128,13 +140,18 @@ def test_rerun_replaces_verdicts(
     assert rows == [(second["id"], len(ids) * len(FILTERS))]  # one verdict per (sample, filter), all replaced
 
     # The reviewer fixes the wrong answer; re-running the verifier alone flips its verdict only.
-    patched = client.patch(f"/v1/samples/{ids[1]}", json={"answer": "The answer is 62."}, headers=reviewer.headers)
+    patched = client.patch(
+        f"/v1/samples/{ids[1]}", json={"answer": "The answer is 62."}, headers=reviewer.headers
+    )
     assert patched.status_code == 200, patched.text
     third = run_to_end(
         client, admin, curation_settings, {"selection": {"job_ids": [job_id]}, "filters": [FILTERS[1]]}
     )
     assert third["counts"] == {"verifier": {"passed": 3, "failed": 3}}
-    verdicts = {v["filter_name"]: v for v in client.get(f"/v1/samples/{ids[1]}", headers=admin.headers).json()["verdicts"]}
+    verdicts = {
+        v["filter_name"]: v
+        for v in client.get(f"/v1/samples/{ids[1]}", headers=admin.headers).json()["verdicts"]
+    }
     assert verdicts["verifier"]["passed"] is True
     assert verdicts["verifier"]["reason"] == "answer 62 = reference 62"
     assert verdicts["verifier"]["filter_run_id"] == third["id"]
@@ -165,7 +182,10 @@ def test_a_stopped_run_resumes_with_the_same_verdicts(
     job_id = make_job(curation_db_url)
     answers = ["alpha", "beta", "alpha", "gamma", "beta", "delta", "alpha", "gamma", "epsilon", "beta"]
     ids = insert_samples(curation_db_url, [sample_row(job_id, i, f"q{i}", a) for i, a in enumerate(answers)])
-    body = {"selection": {"job_ids": [job_id]}, "filters": [{"type": "exact_dedup", "params": {"field": "answer"}}]}
+    body = {
+        "selection": {"job_ids": [job_id]},
+        "filters": [{"type": "exact_dedup", "params": {"field": "answer"}}],
+    }
     run_id = submit(client, admin, body).json()["id"]
     with transaction(curation_db_url) as session:
         session.execute(
@@ -195,17 +215,27 @@ def test_a_stopped_run_resumes_with_the_same_verdicts(
         )
     first = {"alpha": ids[0], "beta": ids[1], "gamma": ids[3]}
     for sample_id, answer in zip(ids, answers, strict=True):
-        expected = "first of its text" if first.get(answer, sample_id) == sample_id else f"duplicate of sample {first[answer]}"
+        expected = (
+            "first of its text"
+            if first.get(answer, sample_id) == sample_id
+            else f"duplicate of sample {first[answer]}"
+        )
         assert got[sample_id] == expected
     events = client.get(f"/v1/filter-runs/{run_id}/events", headers=admin.headers).json()["items"]
     kinds = [e["kind"] for e in events]
-    assert kinds[0] == "queued" and "released" in kinds and kinds[-1] == "finished"
+    assert kinds[0] == "queued"
+    assert "released" in kinds
+    assert kinds[-1] == "finished"
 
 
 @pytest.mark.parametrize(
     ("filters", "field", "message"),
     [
-        ([{"type": "regex", "params": {"pattern": "(oops"}}], "filters[0].regex.params.pattern", "invalid regular"),
+        (
+            [{"type": "regex", "params": {"pattern": "(oops"}}],
+            "filters[0].regex.params.pattern",
+            "invalid regular",
+        ),
         ([{"type": "length", "params": {}}], "filters[0].length.params", "set min, max or both"),
         ([{"type": "nope"}], "filters[0]", "does not match any of the expected tags"),
         (
@@ -240,7 +270,9 @@ def test_bad_selections_are_422(client: TestClient, admin: Caller, crafted: dict
     missing = submit(client, admin, {"selection": {"job_ids": [987654321]}, "filters": filters})
     assert missing.status_code == 422
     assert missing.json()["errors"][0]["field"] == "selection.job_ids"
-    empty = submit(client, admin, {"selection": {"job_ids": [crafted["job_id"]], "stage": "nope"}, "filters": filters})
+    empty = submit(
+        client, admin, {"selection": {"job_ids": [crafted["job_id"]], "stage": "nope"}, "filters": filters}
+    )
     assert empty.status_code == 422
     assert "no samples" in empty.json()["detail"]
 

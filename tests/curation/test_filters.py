@@ -32,7 +32,11 @@ def test_normalization_ignores_case_whitespace_and_punctuation() -> None:
 
 
 def test_length_in_chars_and_tokens() -> None:
-    samples = [sample_record(1, "q", "short"), sample_record(2, "q", "a much longer answer here"), sample_record(3, "q", "mid size")]
+    samples = [
+        sample_record(1, "q", "short"),
+        sample_record(2, "q", "a much longer answer here"),
+        sample_record(3, "q", "mid size"),
+    ]
     verdicts = apply_filter(spec("length", min=6, max=20), samples)
     assert verdicts[1].passed is False
     assert verdicts[1].reason == "answer has 5 chars, fewer than min 6"
@@ -74,7 +78,10 @@ def test_length_params_are_validated(params: dict[str, Any], message: str) -> No
 
 
 def test_regex_include_and_exclude() -> None:
-    samples = [sample_record(1, "q", "As an AI language model, I cannot."), sample_record(2, "q", "The answer is 4.")]
+    samples = [
+        sample_record(1, "q", "As an AI language model, I cannot."),
+        sample_record(2, "q", "The answer is 4."),
+    ]
     excluded = apply_filter(spec("regex", pattern=r"as an ai", ignore_case=True), samples)
     assert excluded[1].passed is False
     assert excluded[1].reason == "answer matches /as an ai/ at 'As an AI'"
@@ -100,7 +107,8 @@ def test_exact_dedup_keeps_the_first_by_id_or_by_score() -> None:
     ]
     by_id = apply_filter(spec("exact_dedup"), samples)
     # Punctuation becomes a space, so "2+2", "2 + 2" and "2+2?!" all normalise to "2 2": one text.
-    assert by_id[10].passed and by_id[10].reason == "first of its text"
+    assert by_id[10].passed
+    assert by_id[10].reason == "first of its text"
     assert by_id[11].reason == "duplicate of sample 10"
     assert by_id[13].reason == "duplicate of sample 10"
     assert by_id[12].passed
@@ -144,7 +152,8 @@ def test_near_dup_finds_a_paraphrase_and_not_unrelated_items() -> None:
     planted = verdicts[300]
     assert planted.passed is False
     assert planted.reason.startswith("near-duplicate of sample 100 (Jaccard 0.")
-    assert planted.score is not None and planted.score >= 0.5
+    assert planted.score is not None
+    assert planted.score >= 0.5
     assert planted.reason.endswith(f"(Jaccard {planted.score:.2f})")
 
 
@@ -155,7 +164,9 @@ def test_near_dup_against_earlier_dataset_rows() -> None:
         return [("dataset 'bio' v1 row 3", PARAGRAPH)]
 
     samples = [sample_record(1, "q", PARAPHRASE), sample_record(2, "q", UNRELATED[0])]
-    verdicts = apply_filter(spec("near_dup", threshold=0.5, field="answer", against_datasets=[7]), samples, rows)
+    verdicts = apply_filter(
+        spec("near_dup", threshold=0.5, field="answer", against_datasets=[7]), samples, rows
+    )
     assert verdicts[1].reason.startswith("near-duplicate of dataset 'bio' v1 row 3 (Jaccard ")
     assert verdicts[2].passed
 
@@ -169,7 +180,8 @@ def test_verifier_modes() -> None:
     assert wrong.passed is False
     assert wrong.reason == "answer 61 ≠ reference 62"
     right = one("So the total is 1,234.50 dollars.", "1234.5", mode="numeric")
-    assert right.passed and right.reason == "answer 1234.5 = reference 1234.5"
+    assert right.passed
+    assert right.reason == "answer 1234.5 = reference 1234.5"
     assert one("0.1000001", 0.1, mode="numeric", tolerance=1e-3).passed
     assert not one("0.11", 0.1, mode="numeric").passed
     assert one("no digits", 3, mode="numeric").reason == "no number in the answer 'no digits'"
@@ -188,7 +200,8 @@ def test_verifier_modes() -> None:
     assert one("7", 7, reference_field="meta.gold", mode="numeric").passed
 
     missing = apply_filter(spec("verifier"), [sample_record(5, "q", "x")])[5]
-    assert missing.passed is False and missing.reason == "no reference in inputs['reference']"
+    assert missing.passed is False
+    assert missing.reason == "no reference in inputs['reference']"
     with pytest.raises(ValidationError, match="mode=regex needs a pattern"):
         spec("verifier", mode="regex")
 
@@ -202,7 +215,8 @@ def test_json_schema_validity() -> None:
         sample_record(4, "q", None),
     ]
     verdicts = apply_filter(spec("json_schema", schema=schema), samples)
-    assert verdicts[1].passed and verdicts[1].reason == "valid JSON matching the schema"
+    assert verdicts[1].passed
+    assert verdicts[1].reason == "valid JSON matching the schema"
     assert verdicts[2].reason == "schema violation at $.age: 'x' is not of type 'integer'"
     assert verdicts[3].reason.startswith("answer is not valid JSON: Expecting property name")
     assert verdicts[4].reason == "no answer (the output parser failed)"
@@ -212,11 +226,17 @@ def test_json_schema_validity() -> None:
 
 
 def test_judge_score_threshold() -> None:
-    samples = [sample_record(1, "q", "a", score=3.0), sample_record(2, "q", "a", score=8.5), sample_record(3, "q", "a")]
+    samples = [
+        sample_record(1, "q", "a", score=3.0),
+        sample_record(2, "q", "a", score=8.5),
+        sample_record(3, "q", "a"),
+    ]
     verdicts = apply_filter(spec("judge_score", min=4), samples)
     assert verdicts[1].reason == "score 3 < min 4"
-    assert verdicts[2].passed and verdicts[2].reason == "score 8.5 within [4, ]"
-    assert verdicts[3].passed is False and verdicts[3].reason == "no judge score"
+    assert verdicts[2].passed
+    assert verdicts[2].reason == "score 8.5 within [4, ]"
+    assert verdicts[3].passed is False
+    assert verdicts[3].reason == "no judge score"
     assert apply_filter(spec("judge_score", max=5, missing="pass"), samples)[3].passed
 
 
@@ -228,7 +248,10 @@ BENCHMARK_ITEM = (
 
 def _write_eval_sets(tmp_path: Path) -> dict[str, Path]:
     rows = [
-        {"id": "gsm-1", "question": "What is the boiling point of water at sea level in Celsius degrees exactly?"},
+        {
+            "id": "gsm-1",
+            "question": "What is the boiling point of water at sea level in Celsius degrees exactly?",
+        },
         {"id": "gsm-17", "question": BENCHMARK_ITEM},
         {"id": "short", "question": "Name the largest planet."},
     ]
@@ -252,12 +275,18 @@ def test_decontamination_catches_a_planted_benchmark_item(tmp_path: Path) -> Non
             spec("decontamination", eval_sets=[{"path": str(path), "id_field": "id", "name": "gsm"}]), samples
         )
         assert verdicts[1].passed is False, fmt
-        assert "with eval item gsm#gsm-17 ('Natalia sold clips to 48 of her friends in April," in verdicts[1].reason
+        assert (
+            "with eval item gsm#gsm-17 ('Natalia sold clips to 48 of her friends in April,"
+            in verdicts[1].reason
+        )
         assert verdicts[1].reason.startswith("19 shared n-grams (n=13)")
         assert verdicts[2].passed, fmt
         assert verdicts[2].reason == "no 13-gram overlap with 3 eval items"
         assert verdicts[3].passed is False
-        assert verdicts[3].reason == "1 shared n-gram (n=13) with eval item gsm#short ('Name the largest planet.')"
+        assert (
+            verdicts[3].reason
+            == "1 shared n-gram (n=13) with eval item gsm#short ('Name the largest planet.')"
+        )
 
 
 def test_decontamination_reads_hf_folders(tmp_path: Path) -> None:
@@ -265,7 +294,10 @@ def test_decontamination_reads_hf_folders(tmp_path: Path) -> None:
 
     folder = tmp_path / "hf"
     DatasetDict(
-        {"test": Dataset.from_list([{"problem": BENCHMARK_ITEM}]), "train": Dataset.from_list([{"problem": "x y z"}])}
+        {
+            "test": Dataset.from_list([{"problem": BENCHMARK_ITEM}]),
+            "train": Dataset.from_list([{"problem": "x y z"}]),
+        }
     ).save_to_disk(str(folder))
     items = list(read_eval_set(EvalSetSpec(path=str(folder), fields=["problem"], split="test")))
     assert [(i.label, i.text) for i in items] == [("hf#0", BENCHMARK_ITEM)]
@@ -282,3 +314,25 @@ def test_eval_set_errors_name_the_problem(tmp_path: Path) -> None:
         list(read_eval_set(EvalSetSpec(path=str(paths["jsonl"]), fields=["problem"])))
     with pytest.raises(EvalSetError, match="no such file or folder"):
         list(read_eval_set(EvalSetSpec(path=str(tmp_path / "missing.jsonl"))))
+
+
+def test_near_dup_signatures_are_datasketch_minhashes() -> None:
+    """The chunk-vectorised signatures equal datasketch's own MinHash over the same shingle hashes."""
+    import numpy as np
+    from datasketch import MinHash
+
+    from service.filters.builtin.near_dup import NearDuplicates, chunk_shingle_hashes
+    from service.filters.specs import NearDupParams
+
+    texts = [PARAGRAPH, PARAPHRASE, "", "abc", *UNRELATED]
+    for unit, size in (("char", 5), ("word", 3)):
+        params = NearDupParams(shingle=unit, shingle_size=size, num_perm=64)
+        signatures = NearDuplicates(params).signatures(texts)
+        owners, hashes = chunk_shingle_hashes(texts, unit, size)
+        assert signatures[2] is None
+        for i, signature in enumerate(signatures):
+            if signature is None:
+                continue
+            expected = MinHash(num_perm=64, seed=1, hashfunc=int)
+            expected.update_batch(hashes[owners == i].tolist())
+            assert np.array_equal(signature, expected.hashvalues)

@@ -16,7 +16,10 @@ def job(curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url)
     ids = insert_samples(
         curation_db_url,
-        [sample_row(job_id, i, f"What is {i} + {i}?", f"It is {2 * i}.", inputs={"reference": 2 * i}) for i in range(6)],
+        [
+            sample_row(job_id, i, f"What is {i} + {i}?", f"It is {2 * i}.", inputs={"reference": 2 * i})
+            for i in range(6)
+        ],
     )
     return {"job_id": job_id, "ids": ids}
 
@@ -31,7 +34,9 @@ def test_edits_keep_revisions_and_the_teachers_text(
     sample_id = job["ids"][1]
     first = patch(client, reviewer, sample_id, {"answer": "1 + 1 = 2."})
     assert first.status_code == 200, first.text
-    second = patch(client, reviewer, sample_id, {"answer": "Two.", "question": "What is one plus one?"}).json()
+    second = patch(
+        client, reviewer, sample_id, {"answer": "Two.", "question": "What is one plus one?"}
+    ).json()
     assert second["answer"] == "Two."
     assert second["teacher_answer"] == "It is 2."  # the original is kept and shown
     assert second["question"] == "What is one plus one?"
@@ -44,27 +49,35 @@ def test_edits_keep_revisions_and_the_teachers_text(
     # The same text again is no edit; restoring goes back to the teacher's text with a revision.
     assert len(patch(client, reviewer, sample_id, {"answer": "Two."}).json()["revisions"]) == 3
     restored = patch(client, reviewer, sample_id, {"restore": ["answer"]}).json()
-    assert restored["answer"] == "It is 2." and restored["edited_answer"] is None
+    assert restored["answer"] == "It is 2."
+    assert restored["edited_answer"] is None
     assert restored["revisions"][-1]["new_text"] == "It is 2."
     shown = client.get(f"/v1/samples/{sample_id}", headers=viewer.headers).json()
-    assert len(shown["revisions"]) == 4 and shown["question"] == "What is one plus one?"
+    assert len(shown["revisions"]) == 4
+    assert shown["question"] == "What is one plus one?"
 
 
 def test_accept_reject_reset_tags_and_note(
     client: TestClient, reviewer: Caller, viewer: Caller, job: dict[str, Any]
 ) -> None:
     sample_id = job["ids"][0]
-    accepted = patch(client, reviewer, sample_id, {"action": "accept", "tags_add": ["math", "easy"], "note": "ok"})
+    accepted = patch(
+        client, reviewer, sample_id, {"action": "accept", "tags_add": ["math", "easy"], "note": "ok"}
+    )
     body = accepted.json()
     assert body["review_status"] == "accepted"
-    assert body["reviewed_by"] == reviewer.token_id and body["reviewed_at"] is not None
-    assert body["tags"] == ["math", "easy"] and body["note"] == "ok"
+    assert body["reviewed_by"] == reviewer.token_id
+    assert body["reviewed_at"] is not None
+    assert body["tags"] == ["math", "easy"]
+    assert body["note"] == "ok"
     body = patch(client, reviewer, sample_id, {"tags_add": ["hard", "math"], "tags_remove": ["easy"]}).json()
     assert body["tags"] == ["math", "hard"]
     body = patch(client, reviewer, sample_id, {"action": "reject", "note": None}).json()
-    assert body["review_status"] == "rejected" and body["note"] is None
+    assert body["review_status"] == "rejected"
+    assert body["note"] is None
     body = patch(client, reviewer, sample_id, {"action": "reset"}).json()
-    assert body["review_status"] == "pending" and body["reviewed_by"] is None
+    assert body["review_status"] == "pending"
+    assert body["reviewed_by"] is None
     assert patch(client, reviewer, sample_id, {}).status_code == 422
     assert patch(client, reviewer, sample_id, {"tags_add": ["a,b"]}).status_code == 422
     assert patch(client, reviewer, 987654321, {"action": "accept"}).status_code == 404
@@ -90,7 +103,9 @@ def test_bulk_review_counts_what_changed(
     assert result.status_code == 200, result.text
     assert result.json() == {"matched": 6, "changed": 5}
     assert bulk({"query": {"job_id": job_id}, "action": "accept"}).json() == {"matched": 6, "changed": 0}
-    assert bulk({"query": {"job_id": job_id, "q": "3"}, "action": "reject", "tags_add": ["bad"]}, admin).json() == {
+    assert bulk(
+        {"query": {"job_id": job_id, "q": "3"}, "action": "reject", "tags_add": ["bad"]}, admin
+    ).json() == {
         "matched": 1,
         "changed": 1,
     }
@@ -115,19 +130,28 @@ def test_bulk_review_counts_what_changed(
     assert ids_where(tag="x,y") == [ids[2]]
 
     unknown = bulk({"query": {"job_id": job_id, "stauts": "x"}, "action": "accept"})
-    assert unknown.status_code == 422 and "stauts" in unknown.json()["detail"]
+    assert unknown.status_code == 422
+    assert "stauts" in unknown.json()["detail"]
     assert bulk({"query": {}, "action": "accept"}).status_code == 422
     assert bulk({"query": {"job_id": job_id}}).status_code == 422
 
 
 def test_summary_by_filter_outcome(
-    client: TestClient, admin: Caller, reviewer: Caller, viewer: Caller, curation_settings: Settings, job: dict[str, Any]
+    client: TestClient,
+    admin: Caller,
+    reviewer: Caller,
+    viewer: Caller,
+    curation_settings: Settings,
+    job: dict[str, Any],
 ) -> None:
     job_id, ids = job["job_id"], job["ids"]
     patch(client, reviewer, ids[1], {"answer": "It is 3."})  # now wrong
     run = client.post(
         "/v1/filter-runs",
-        json={"selection": {"job_ids": [job_id]}, "filters": [{"type": "verifier", "params": {"mode": "numeric"}}]},
+        json={
+            "selection": {"job_ids": [job_id]},
+            "filters": [{"type": "verifier", "params": {"mode": "numeric"}}],
+        },
         headers=admin.headers,
     )
     assert run.status_code == 202, run.text
@@ -143,7 +167,8 @@ def test_summary_by_filter_outcome(
         "passed": {"pending": 4, "accepted": 1, "rejected": 0, "total": 5},
         "failed": {"pending": 0, "accepted": 0, "rejected": 1, "total": 1},
     }
-    assert body["failed_any"]["total"] == 1 and body["passed_all"]["total"] == 5
+    assert body["failed_any"]["total"] == 1
+    assert body["passed_all"]["total"] == 5
     assert body["unfiltered"]["total"] == 0
     missing = client.get("/v1/samples/summary", params={"job_id": 987654321}, headers=viewer.headers)
     assert missing.status_code == 422

@@ -128,6 +128,15 @@ def metric_steps(url: str, run_id: int) -> list[int]:
         )
 
 
+def metric_times(url: str, run_id: int) -> dict[int, float]:
+    """step → the unix time the step was (last) logged."""
+    with Session(get_engine(url)) as session:
+        rows = session.execute(
+            select(TrainingMetric.step, TrainingMetric.data).where(TrainingMetric.training_run_id == run_id)
+        ).all()
+    return {int(step): float(data["time"]) for step, data in rows}
+
+
 def events(url: str, run_id: int) -> list[Event]:
     with Session(get_engine(url), expire_on_commit=False) as session:
         return list(session.scalars(select(Event).where(Event.training_run_id == run_id).order_by(Event.id)))

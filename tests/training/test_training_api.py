@@ -96,7 +96,7 @@ def test_submit_queues_a_run_with_one_train_task_and_the_lineage_teacher(
     assert [e["kind"] for e in events["items"]] == ["queued"]
 
 
-def test_cancel_a_queued_run_then_409(
+def test_cancel_a_queued_run_then_409_and_resume_it(
     client: TestClient, admin: dict[str, str], version_id: int, tiny_model_dir: Path
 ) -> None:
     run = client.post("/v1/training-runs", json=body(version_id, str(tiny_model_dir)), headers=admin).json()
@@ -111,6 +111,20 @@ def test_cancel_a_queued_run_then_409(
         e["kind"] for e in client.get(f"/v1/training-runs/{run['id']}/events", headers=admin).json()["items"]
     ]
     assert kinds == ["queued", "cancelled"]
+
+    resumed = client.post(f"/v1/training-runs/{run['id']}/resume", headers=admin)
+    assert resumed.status_code == 202, resumed.text
+    assert resumed.json()["status"] == "queued"
+    assert resumed.json()["error"] is None
+    assert resumed.json()["finished_at"] is None
+    assert resumed.json()["progress"]["phase"] == "queued"
+    again = client.post(f"/v1/training-runs/{run['id']}/resume", headers=admin)
+    assert again.status_code == 409
+    assert "only cancelled or failed runs" in again.json()["detail"]
+    kinds = [
+        e["kind"] for e in client.get(f"/v1/training-runs/{run['id']}/events", headers=admin).json()["items"]
+    ]
+    assert kinds == ["queued", "cancelled", "requeued"]
 
 
 def test_roles_and_auth(
@@ -128,6 +142,7 @@ def test_roles_and_auth(
         )
         assert response.status_code == 403
     assert client.post("/v1/training-runs/1/cancel", headers=viewer).status_code == 403
+    assert client.post("/v1/training-runs/1/resume", headers=viewer).status_code == 403
 
 
 def test_unknown_dataset_and_run_are_404(
@@ -139,6 +154,7 @@ def test_unknown_dataset_and_run_are_404(
     for path in ("", "/metrics", "/events"):
         assert client.get(f"/v1/training-runs/987654{path}", headers=admin).status_code == 404
     assert client.post("/v1/training-runs/987654/cancel", headers=admin).status_code == 404
+    assert client.post("/v1/training-runs/987654/resume", headers=admin).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from training.factories import (
     addition_version,
     events,
     metric_steps,
+    metric_times,
     metrics_file_steps,
     process_alive,
     run_row,
@@ -122,3 +127,294 @@ def test_full_fine_tune_end_to_end_with_evaluation(
         "finished",
     ]
     assert "trained" in kinds
+
+
+def test_lora_and_packing_runs(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    tiny_model_dir: Path,
+    train_worker: Any,
+) -> None:
+    version = addition_version(training_db_url, 64, 0)
+    common = {
+        "dataset_id": version,
+        "student": {"model": str(tiny_model_dir)},
+        "evaluation": {"enabled": False},
+    }
+    lora = submit(
+        client,
+        admin,
+        {
+            **common,
+            "method": "lora",
+            "hyperparameters": {
+                **FAST,
+                "learning_rate": 1e-2,
+                "max_steps": 12,
+                "logging_steps": 4,
+                "lora_r": 4,
+            },
+        },
+    )
+    packed = submit(
+        client,
+        admin,
+        {**common, "hyperparameters": {**FAST, "max_steps": 12, "logging_steps": 4, "packing": True}},
+    )
+    worker = train_worker(training_settings.model_copy(update={"max_attempts": 1}))
+    worker.start().join(600)
+
+    from transformers import AutoModelForCausalLM
+
+    for run_id in (lora, packed):
+        run = detail(client, admin, run_id)
+        assert run["status"] == "succeeded", run["last_error"]
+        assert run["progress"]["step"] == 12
+        assert [m["step"] for m in all_metrics(client, admin, run_id)] == [4, 8, 12]
+        assert AutoModelForCausalLM.from_pretrained(run["model_path"]).num_parameters() > 0
+        kinds = [event.kind for event in events(training_db_url, run_id)]
+        assert "evaluation_skipped" in kinds
+        assert run["results"] is None
+
+    lora_run = detail(client, admin, lora)
+    trained = next(e for e in events(training_db_url, lora) if e.kind == "trained")
+    assert trained.data["adapter_path"] == str(Path(lora_run["output_dir"]) / "adapter")
+    assert (Path(lora_run["output_dir"]) / "adapter" / "adapter_config.json").is_file()
+    # The merged model is a plain checkpoint: no adapter weights left in it.
+    assert not (Path(lora_run["model_path"]) / "adapter_config.json").exists()
+
+    packed_run = detail(client, admin, packed)
+    assert packed_run["config"]["packing"] is True
+    packed_trained = next(e for e in events(training_db_url, packed) if e.kind == "trained")
+    assert "packed sequence" in packed_trained.data["mask"]
+
+
+# Renders only the prompt turns: the answer is dropped, so nothing would be trained.
+DROPS_ANSWER = (
+    "{{- bos_token }}{%- for m in messages %}{%- if m['role'] != 'assistant' %}"
+    "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def test_broken_template_and_unloadable_student_fail_with_precise_errors_and_no_retry(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    train_worker: Any,
+) -> None:
+    broken = tmp_path / "broken-template"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "chat_template.jinja").write_text(DROPS_ANSWER)
+    garbage = tmp_path / "not-a-model"
+    garbage.mkdir()
+    (garbage / "config.json").write_text(json.dumps({"hello": "world"}))
+
+    version = addition_version(training_db_url, 16, 0)
+    runs = {
+        name: submit(
+            client,
+            admin,
+            {
+                "dataset_id": version,
+                "student": {"model": str(path)},
+                "hyperparameters": {**FAST, "max_steps": 4},
+                "evaluation": {"enabled": False},
+            },
+        )
+        for name, path in (("broken", broken), ("garbage", garbage))
+    }
+    train_worker(training_settings).start().join(600)
+
+    mask = detail(client, admin, runs["broken"])
+    assert mask["status"] == "failed"
+    assert "MaskError" in mask["error"]
+    assert "row 0: the chat template drops the answer" in mask["error"]
+    assert mask["attempts"] == 1, "a bad input is not retried"
+    assert mask["progress"]["step"] == 0
+    assert all_metrics(client, admin, runs["broken"]) == []
+
+    student = detail(client, admin, runs["garbage"])
+    assert student["status"] == "failed"
+    assert f"StudentError: cannot load the tokenizer of student {garbage}" in student["error"]
+    assert student["attempts"] == 1
+
+
+def test_cancel_stops_the_training_process_and_resume_continues_from_its_checkpoint(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    tiny_model_dir: Path,
+    train_worker: Any,
+) -> None:
+    version = addition_version(training_db_url, 64, 0)
+    run_id = submit(
+        client,
+        admin,
+        {
+            "dataset_id": version,
+            "student": {"model": str(tiny_model_dir)},
+            "hyperparameters": {**FAST, "max_steps": 100_000, "logging_steps": 1, "save_steps": 3},
+            "evaluation": {"enabled": False},
+        },
+    )
+    worker = train_worker(training_settings).start()
+    wait_for(lambda: run_row(training_db_url, run_id).checkpoints, 300, "a checkpoint")
+    running = detail(client, admin, run_id)
+    assert running["status"] == "running"
+    assert running["progress"]["phase"] == "training"
+    assert running["progress"]["total_steps"] == 100_000
+    out = Path(running["output_dir"])
+    pid = int((out / "child.pid").read_text())
+    assert process_alive(pid)
+
+    response = client.post(f"/v1/training-runs/{run_id}/cancel", headers=admin)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    worker.join(120)  # the worker gave the task up and found nothing else to do
+    assert not process_alive(pid), "the training process was killed"
+    run = detail(client, admin, run_id)
+    assert run["status"] == "cancelled"
+    assert run["progress"]["phase"] == "cancelled"
+    kinds = [event.kind for event in events(training_db_url, run_id)]
+    assert "cancelled" in kinds
+    assert "stopped" in kinds
+    steps = metric_steps(training_db_url, run_id)
+    assert steps == sorted(set(steps))
+    last = max(
+        int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+    )
+
+    # Resumed, it continues from the last checkpoint the cancelled process completed.
+    assert client.post(f"/v1/training-runs/{run_id}/resume", headers=admin).status_code == 202
+    worker = train_worker(training_settings).start()
+    resumed = wait_for(
+        lambda: [e for e in events(training_db_url, run_id) if e.kind == "resumed"], 300, "the resumed event"
+    )
+    assert resumed[0].data["checkpoint"] == f"checkpoint-{last}"
+    since = resumed[0].created_at.timestamp()
+
+    def relogged() -> list[int]:
+        return sorted(step for step, at in metric_times(training_db_url, run_id).items() if at > since)
+
+    first_steps = wait_for(relogged, 300, "a step logged by the resumed process")
+    assert first_steps[0] == last + 1, "the resumed process starts after the checkpoint, not at step 1"
+    live = detail(client, admin, run_id)
+    assert live["attempts"] == 1
+    assert live["status"] == "running"
+    assert client.post(f"/v1/training-runs/{run_id}/cancel", headers=admin).status_code == 200
+    worker.join(120)
+    assert metric_steps(training_db_url, run_id) == sorted(set(metric_steps(training_db_url, run_id)))
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """`hardlabel worker --kinds train` as a subprocess (so it can be killed with -9)."""
+
+    def __init__(self, settings: Settings, log: Path, *extra: str) -> None:
+        env = {
+            **os.environ,
+            "HARDLABEL_DATABASE_URL": str(settings.database_url),
+            "HARDLABEL_HOME": str(settings.home),
+            "HARDLABEL_LEASE_SECONDS": "4",
+            "HARDLABEL_HEARTBEAT_SECONDS": "0.5",
+            "HARDLABEL_REAPER_SECONDS": "0.5",
+            "HARDLABEL_POLL_SECONDS": "0.2",
+            "HARDLABEL_RETRY_BACKOFF_SECONDS": "0",
+            "HARDLABEL_MAX_ATTEMPTS": "3",
+            "HARDLABEL_VLLM_KV_CACHE_BYTES": str(256 << 20),
+        }
+        command = [str(Path(sys.executable).parent / "hardlabel"), "worker", "--kinds", "train", *extra]
+        self.log = log.open("ab")
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def test_kill_9_of_the_worker_resumes_from_the_last_checkpoint_without_duplicate_steps(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    version = addition_version(training_db_url, 64, 0)
+    run_id = submit(
+        client,
+        admin,
+        {
+            "dataset_id": version,
+            "student": {"model": str(tiny_model_dir)},
+            "hyperparameters": {**FAST, "max_steps": 60, "logging_steps": 2, "save_steps": 10},
+            "evaluation": {"enabled": False},
+        },
+    )
+    first = WorkerProcess(training_settings, tmp_path / "worker-1.log")
+    second: WorkerProcess | None = None
+    try:
+        run = wait_for(
+            lambda: (r := run_row(training_db_url, run_id)).checkpoints and r,
+            300,
+            "the first checkpoint",
+            interval=0.1,
+        )
+        child = int((Path(run.output_dir) / "child.pid").read_text())
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.wait(30)
+        wait_for(lambda: not process_alive(child), 30, "the training process to die with its worker")
+        assert run_row(training_db_url, run_id).status == "running"
+        out = Path(run.output_dir)
+        # The last checkpoint the killed child completed (one cut mid-write is not resumable).
+        complete = sorted(
+            int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+        )
+        assert complete
+        assert complete[-1] < 60, "killed before the end of training"
+        resume_step = complete[-1]
+        logged_before = metrics_file_steps(str(out))
+
+        second = WorkerProcess(training_settings, tmp_path / "worker-2.log", "--exit-when-idle")
+        assert second.wait(600) == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+    run_detail = detail(client, admin, run_id)
+    assert run_detail["status"] == "succeeded", run_detail["last_error"]
+    assert run_detail["attempts"] == 2
+    resumed = [e for e in events(training_db_url, run_id) if e.kind == "resumed"]
+    assert len(resumed) == 1
+    assert resumed[0].data["checkpoint"] == f"checkpoint-{resume_step}"
+    result = json.loads((out / "train_result.json").read_text())
+    assert Path(result["resumed_from"]).name == f"checkpoint-{resume_step}", "not restarted from step 0"
+    assert result["global_step"] == 60
+
+    # The file shows the re-logged steps (after the checkpoint) twice, the earlier ones once;
+    # the stored series has each step exactly once.
+    logged = metrics_file_steps(str(out))
+    assert logged.count(2) == 1
+    assert all(logged.count(step) == 1 for step in range(2, resume_step + 1, 2))
+    assert any(logged.count(step) == 2 for step in logged_before if step > resume_step) or all(
+        step <= resume_step for step in logged_before
+    )
+    assert metric_steps(training_db_url, run_id) == list(range(2, 61, 2))
+    assert [m["step"] for m in all_metrics(client, admin, run_id)] == list(range(2, 61, 2))

@@ -8,6 +8,7 @@ and the screenshots show only the seeded rows, whatever other test folders leave
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -170,6 +171,18 @@ def admin_page(page: Page, context: BrowserContext, seeded: Seeded, page_errors:
 def reviewer_page(page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str]) -> Page:
     sign_in_as(context, seeded.reviewer_token)
     return page
+
+
+def api_ids(api: httpx.Client, **query: Any) -> list[int]:
+    """Ids of the samples GET /v1/samples lists for `query` (first 200)."""
+    response = api.get("/v1/samples", params={**query, "limit": 200})
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def samples_url(query: str) -> re.Pattern[str]:
+    """The samples page at `query`, whichever sample is focused (the page keeps it in the hash)."""
+    return re.compile(re.escape(f"/ui/samples?{query}") + r"(#sample-\d+)?$")
 
 
 def screenshot(page: Page, name: str) -> None:

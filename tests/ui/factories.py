@@ -96,6 +96,7 @@ class Seeded:
     self_instruct_job: int
     arithmetic_job: int
     running_job: int
+    review_job: int
     arithmetic_sample_ids: list[int]
     training_run: int | None = None
     dataset_id: int | None = None
@@ -163,6 +164,29 @@ def _answer(rng: random.Random, topic: str) -> str:
     return f"{topic.capitalize()} is easier than it sounds. " + " ".join(rng.sample(SENTENCES * 2, count))
 
 
+def _addition_row(job_id: int, item: int, teacher_model: str) -> dict[str, Any]:
+    """A two-digit addition sample; every 7th answer (items 3, 10, 17, …) is off by one."""
+    a, b = 10 + (item * 37) % 89, 11 + (item * 53) % 87
+    answer = str(a + b + (1 if item % 7 == 3 else 0))
+    return {
+        "job_id": job_id, "item_index": item, "stage": "answer", "sample_index": 0,
+        "question": f"What is {a}+{b}?", "answer": answer, "raw_text": answer, "parse_status": "ok",
+        "inputs": {"a": a, "b": b, "reference": str(a + b)},
+        "provenance": {"teacher": {"model": teacher_model}, "stage": "answer",
+                       "sampling": {"temperature": 0.0, "max_tokens": 8}, "finish_reason": "stop"},
+    }
+
+
+def _verify(session: Session, run_id: int, ids: list[int], rows: list[dict[str, Any]]) -> None:
+    """Verifier verdicts worded as the built-in verifier words them."""
+    for sid, row in zip(ids, rows, strict=True):
+        ok = row["answer"] == row["inputs"]["reference"]
+        session.add(FilterVerdict(
+            sample_id=sid, filter_name="verifier", filter_run_id=run_id, passed=ok,
+            reason=f"answer {row['answer']} {'=' if ok else '≠'} reference {row['inputs']['reference']}"))
+    session.flush()
+
+
 def seed_all(url: str) -> Seeded:
     rng = random.Random(1234)
     with transaction(url) as session:
@@ -174,7 +198,7 @@ def seed_all(url: str) -> Seeded:
         # A finished self-instruct job: long-ish answers, judge scores, three filters.
         recipe = _recipe(session, SELF_INSTRUCT_RECIPE)
         job = _job(session, recipe, status="succeeded", items_total=16, items_done=16, samples=48,
-                   started_ago=timedelta(minutes=42), finished_ago=timedelta(minutes=31), teacher=teacher)
+                   started_ago=timedelta(minutes=42), finished_ago=timedelta(minutes=40), teacher=teacher)
         _shards(session, job, size=8, worker="gpu-node-1:4121")
         _events(session, job, [
             ("queued", "job queued: 16 items in 2 shards"),
@@ -182,7 +206,7 @@ def seed_all(url: str) -> Seeded:
             ("claimed", "shard 2 claimed by worker gpu-node-1:4121"),
             ("checkpoint", "shard 1: items 0–8 written (24 samples)"),
             ("checkpoint", "shard 2: items 8–16 written (24 samples)"),
-            ("finished", "job succeeded: 48 samples in 11 min"),
+            ("finished", "job succeeded: 48 samples in 2 min"),
         ])
         rows = []
         for item, topic in enumerate(TOPICS):
@@ -237,18 +261,7 @@ def seed_all(url: str) -> Seeded:
         _shards(session, arithmetic, size=16, worker="gpu-node-2:811")
         _events(session, arithmetic, [("queued", "job queued: 30 items in 2 shards"),
                                       ("finished", "job succeeded: 30 samples in 2 min")])
-        arithmetic_rows = []
-        for item in range(30):
-            a, b = 10 + (item * 37) % 89, 11 + (item * 53) % 87
-            wrong = item % 7 == 3
-            answer = str(a + b + (1 if wrong else 0))
-            arithmetic_rows.append({
-                "job_id": arithmetic.id, "item_index": item, "stage": "answer", "sample_index": 0,
-                "question": f"What is {a}+{b}?", "answer": answer, "raw_text": answer, "parse_status": "ok",
-                "inputs": {"a": a, "b": b, "reference": str(a + b)},
-                "provenance": {"teacher": {"model": teacher["model"]}, "stage": "answer",
-                               "sampling": {"temperature": 0.0, "max_tokens": 8}, "finish_reason": "stop"},
-            })
+        arithmetic_rows = [_addition_row(arithmetic.id, item, teacher["model"]) for item in range(30)]
         arithmetic_ids = list(session.scalars(
             insert(Sample).returning(Sample.id, sort_by_parameter_order=True), arithmetic_rows))
         verifier = FilterRun(status="succeeded", spec={"selection": {"job_ids": [arithmetic.id], "stage": "answer"},
@@ -256,11 +269,14 @@ def seed_all(url: str) -> Seeded:
                                                        "selection_size": 30}, items_total=30, items_done=30)
         session.add(verifier)
         session.flush()
-        for sid, row in zip(arithmetic_ids, arithmetic_rows, strict=True):
-            ok = row["answer"] == row["inputs"]["reference"]
-            session.add(FilterVerdict(
-                sample_id=sid, filter_name="verifier", filter_run_id=verifier.id, passed=ok,
-                reason=f"answer {row['answer']} {'=' if ok else '≠'} reference {row['inputs']['reference']}"))
+        _verify(session, verifier.id, arithmetic_ids, arithmetic_rows)
+
+        # A small finished job only the keyboard-review test touches.
+        review_job = _job(session, arithmetic_recipe, status="succeeded", items_total=8, items_done=8, samples=8,
+                          started_ago=timedelta(minutes=6), finished_ago=timedelta(minutes=5), teacher=teacher)
+        review_rows = [_addition_row(review_job.id, item, teacher["model"]) for item in range(8)]
+        review_ids = list(session.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), review_rows))
+        _verify(session, verifier.id, review_ids, review_rows)
 
         # A job still running, for the live list.
         running = _job(session, arithmetic_recipe, status="running", items_total=500, items_done=185, samples=185,
@@ -277,6 +293,7 @@ def seed_all(url: str) -> Seeded:
             self_instruct_job=job.id,
             arithmetic_job=arithmetic.id,
             running_job=running.id,
+            review_job=review_job.id,
             arithmetic_sample_ids=arithmetic_ids,
         )
 

@@ -119,11 +119,13 @@ export function showProblem(err, container = $("#problem")) {
     replace(container);
     return;
   }
-  const message = err instanceof ApiError ? err.message : `Something went wrong in the page: ${err.message || err}`;
+  // A string is a message for the user as it is; an ApiError reads its problem; anything else is a bug.
+  const message = typeof err === "string" ? err
+    : err instanceof ApiError ? err.message : `Something went wrong in the page: ${err.message || err}`;
   const [first, ...rest] = message.split("\n");
   replace(container, h("strong", {}, first), rest.length ? rest.join("\n") : null);
   container.hidden = false;
-  if (!(err instanceof ApiError)) console.error(err);
+  if (typeof err !== "string" && !(err instanceof ApiError)) console.error(err);
 }
 
 let currentIdentity = null;

@@ -149,7 +149,7 @@ export function lineChart(container, series, { xLabel = "step", yLabel = "", emp
   const X = (v) => left + ((v - x0) / (x1 - x0)) * plotW;
   const Y = (v) => top + plotH - ((v - y0) / (y1 - y0)) * plotH;
   const svg = svgRoot(W, H, `${yLabel} by ${xLabel}`);
-  for (const t of niceTicks(y0, y1, 5)) {
+  for (const t of niceTicks(y0, y1, 8)) {
     svg.append(s("line", { class: "grid-line", x1: left, x2: W - right, y1: Y(t), y2: Y(t) }));
     svg.append(s("text", { x: left - 6, y: Y(t) + 4, "text-anchor": "end" }, fmtEdge(t)));
   }

@@ -81,7 +81,7 @@ export function when(iso) {
 
 export function clock(iso) {
   if (!iso) return "";
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 }
 
 export function facts(container, pairs) {
@@ -98,10 +98,18 @@ export function keyValues(object) {
   return dl;
 }
 
+let toastTimer = null;
+
+// One short status message at a time at the bottom of the page (a newer one replaces it).
 export function toast(message, ms = 2200) {
-  const node = h("div", { class: "toast", role: "status" }, message);
-  document.body.append(node);
-  setTimeout(() => node.remove(), ms);
+  let node = document.querySelector(".toast");
+  if (!node) {
+    node = h("div", { class: "toast", role: "status" });
+    document.body.append(node);
+  }
+  node.textContent = message;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => node.remove(), ms);
 }
 
 export function shortDigest(digest) {

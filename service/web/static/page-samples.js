@@ -95,9 +95,8 @@ function describe(query) {
   return parts.length ? parts.join(", ") : "no filter (every sample)";
 }
 
-function snippet(sample) {
-  const question = sample.question ?? sample.teacher_question ?? "";
-  return question.replace(/\s+/g, " ").slice(0, 120);
+function snippet(text) {
+  return (text ?? "").replace(/\s+/g, " ").slice(0, 160);
 }
 
 function listItem(sample, index) {
@@ -105,7 +104,8 @@ function listItem(sample, index) {
     h("span", { class: "sid" }, `#${sample.id}`),
     h("span", { class: "meta" }, sample.edited_answer !== null || sample.edited_question !== null ? h("span", { class: "badge tag" }, "edited") : null,
       " ", badge(sample.review_status)),
-    h("span", { class: "snippet" }, snippet(sample)));
+    h("span", { class: "snippet" }, snippet(sample.question)),
+    h("span", { class: "answer-snippet" }, snippet(sample.answer ?? sample.raw_text)));
 }
 
 function renderList() {
@@ -240,7 +240,7 @@ function confirmDialog(title, text, okLabel) {
 async function bulk(action) {
   const query = urlQuery();
   if (!Object.keys(query).length) {
-    showProblem(new Error("Bulk review needs at least one filter: narrow the query first (reviewing every sample at once is refused)."));
+    showProblem("Bulk review needs at least one filter: narrow the query first (reviewing every sample at once is refused).");
     return;
   }
   const counted = await api("/v1/stats/samples/count", { query });

@@ -29,7 +29,7 @@ export class KeyboardReview {
 
   canReview() {
     if (hasRole("reviewer")) return true;
-    showProblem(new Error("Reviewing needs a reviewer or admin token; this one is a viewer's."));
+    showProblem("Reviewing needs a reviewer or admin token; this one is a viewer's.");
     return false;
   }
 

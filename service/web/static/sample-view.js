@@ -20,7 +20,7 @@ function verdictList(verdicts) {
   return h("ul", { class: "verdicts" }, verdicts.map((v) => h("li", { dataset: { filter: v.filter_name } },
     h("span", { class: "fname" }, v.filter_name),
     badge(v.passed ? "pass" : "fail"),
-    h("span", {}, v.reason, v.score !== null ? h("span", { class: "hint" }, ` (score ${v.score.toPrecision(3)})`) : null))));
+    h("span", {}, v.reason, v.score !== null ? h("span", { class: "hint" }, ` (score ${score(v.score)})`) : null))));
 }
 
 function revisionList(revisions) {
@@ -28,6 +28,10 @@ function revisionList(revisions) {
     h("time", { title: r.created_at }, when(r.created_at)),
     h("span", { class: "kind" }, `${r.field} by #${r.edited_by ?? "?"}`),
     h("span", {}, `“${short(r.old_text)}” → “${short(r.new_text)}”`))));
+}
+
+function score(value) {
+  return Number.isInteger(value) ? String(value) : String(+value.toPrecision(3));
 }
 
 function short(text) {
@@ -43,7 +47,7 @@ export function renderSample(container, sample, { standalone = false } = {}) {
     sample.parse_status !== "ok" ? badge("failed", "parse") : null,
     h("span", { class: "hint" }, "job ", h("a", { href: `/ui/jobs/${sample.job_id}` }, `#${sample.job_id}`),
       ` · stage ${sample.stage} · item ${sample.item_index}.${sample.sample_index}`),
-    sample.score !== null ? h("span", { class: "hint" }, `score ${sample.score.toPrecision(3)}`) : null,
+    sample.score !== null ? h("span", { class: "hint" }, `judge score ${score(sample.score)}`) : null,
     h("span", { class: "spacer" }),
     h("span", { class: "tags" }, sample.tags.map((tag) => h("span", { class: "badge tag" }, tag))),
     sample.reviewed_at ? h("span", { class: "hint" }, `reviewed by #${sample.reviewed_by} ${when(sample.reviewed_at)}`) : null);

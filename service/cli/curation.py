@@ -1,0 +1,277 @@
+"""Curation over the API: `hardlabel filter`, `hardlabel review`, `hardlabel dataset create|list|show`.
+
+Each command is a thin client of a /v1 route, so the CLI shows exactly what the API stores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from service.cli import CliError
+from service.cli.api_client import ApiClient, api_options
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def parse_filter(option: str) -> dict[str, Any]:
+    """`TYPE`, `TYPE:key=value,key=value` (values read as JSON when they parse), or a JSON object.
+
+    A `name=...` pair names the verdicts; e.g. `length:min=5,max=2000`, `verifier:mode=numeric`,
+    `regex:name=no_refusal,pattern=as an AI,ignore_case=true`.
+    """
+    text = option.strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"--filter {option!r}: not JSON ({exc})") from exc
+        if not isinstance(document, dict):
+            raise CliError(f"--filter {option!r}: expected a JSON object")
+        return document
+    kind, _, rest = text.partition(":")
+    if not kind:
+        raise CliError(f"--filter {option!r}: expected TYPE or TYPE:key=value,...")
+    params: dict[str, Any] = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--filter {option!r}: {pair!r} is not key=value")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    spec: dict[str, Any] = {"type": kind}
+    if "name" in params:
+        spec["name"] = str(params.pop("name"))
+    spec["params"] = params
+    return spec
+
+
+def follow_run(client: ApiClient, run: dict[str, Any], console: Console, interval: float) -> dict[str, Any]:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"filter run {run['id']}", total=run["progress"]["items_total"] or None)
+        while run["status"] not in FINISHED:
+            time.sleep(interval)
+            run = client.get(f"/v1/filter-runs/{run['id']}")
+            progress.update(
+                task, completed=run["progress"]["items_done"], total=run["progress"]["items_total"]
+            )
+    return run
+
+
+def print_counts(console: Console, run: dict[str, Any]) -> None:
+    table = Table("filter", "passed", "failed")
+    for name, counts in run["counts"].items():
+        table.add_row(name, f"{counts['passed']:,}", f"{counts['failed']:,}")
+    console.print(table)
+
+
+@click.command("filter")
+@click.argument("job_ids", nargs=-1, required=True, type=click.IntRange(min=1))
+@click.option(
+    "--filter", "filters", multiple=True, required=True, help="TYPE[:key=value,...] or JSON; repeat."
+)
+@click.option("--stage", default=None, help="Recipe stage (default: the jobs' answer stage).")
+@click.option("--follow/--no-follow", default=True, show_default=True, help="Show progress until it ends.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+@api_options
+def filter_command(
+    job_ids: tuple[int, ...],
+    filters: tuple[str, ...],
+    stage: str | None,
+    follow: bool,
+    interval: float,
+    api_url: str | None,
+    token: str | None,
+) -> None:
+    """Run filters over the samples of JOB_IDS (queued for workers); prints the run id and counts."""
+    body = {
+        "selection": {"job_ids": list(job_ids), **({"stage": stage} if stage else {})},
+        "filters": [parse_filter(f) for f in filters],
+    }
+    console = Console(stderr=True)
+    with ApiClient(api_url, token) as client:
+        run = client.post("/v1/filter-runs", body)
+        console.print(f"filter run {run['id']} queued over {run['selection_size']:,} samples")
+        if follow:
+            run = follow_run(client, run, console, interval)
+            print_counts(console, run)
+            if run["status"] != "succeeded":
+                raise CliError(f"filter run {run['id']} {run['status']}: {run.get('error') or ''}".strip())
+    click.echo(run["id"])
+
+
+@click.command("review")
+@click.argument("sample_id", type=click.IntRange(min=1))
+@click.option("--accept", "action", flag_value="accept", help="Accept the sample.")
+@click.option("--reject", "action", flag_value="reject", help="Reject the sample.")
+@click.option("--reset", "action", flag_value="reset", help="Back to pending.")
+@click.option("--question", default=None, help="New question text (kept as a revision).")
+@click.option("--answer", default=None, help="New answer text (kept as a revision).")
+@click.option("--tag", "tags_add", multiple=True, help="Add a tag; repeat.")
+@click.option("--untag", "tags_remove", multiple=True, help="Remove a tag; repeat.")
+@click.option("--note", default=None, help='A note ("" clears it).')
+@api_options
+def review(
+    sample_id: int,
+    action: str | None,
+    question: str | None,
+    answer: str | None,
+    tags_add: tuple[str, ...],
+    tags_remove: tuple[str, ...],
+    note: str | None,
+    api_url: str | None,
+    token: str | None,
+) -> None:
+    """Review one sample: accept / reject / reset, edit, tag, note; prints the result."""
+    body: dict[str, Any] = {"tags_add": list(tags_add), "tags_remove": list(tags_remove)}
+    for key, value in (("action", action), ("question", question), ("answer", answer), ("note", note)):
+        if value is not None:
+            body[key] = value
+    with ApiClient(api_url, token) as client:
+        sample = client.request("PATCH", f"/v1/samples/{sample_id}", json=body).json()
+    verdicts = ", ".join(f"{v['filter_name']} {'✓' if v['passed'] else '✗'}" for v in sample["verdicts"])
+    click.echo(
+        f"sample {sample['id']}: {sample['review_status']}, {len(sample['revisions'])} revision(s)"
+        + (f", tags {', '.join(sample['tags'])}" if sample["tags"] else "")
+        + (f"; verdicts: {verdicts}" if verdicts else "")
+    )
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Freeze, list and show dataset versions (export them with `hardlabel export`)."""
+
+
+@dataset.command("create")
+@click.argument("name")
+@click.option("--job", "job_ids", multiple=True, required=True, type=click.IntRange(min=1), help="Repeat.")
+@click.option("--stage", default=None, help="Default: the jobs' answer stage.")
+@click.option("--require-passed", multiple=True, help="A filter every row must have passed; repeat.")
+@click.option(
+    "--review-status",
+    multiple=True,
+    type=click.Choice(["accepted", "pending", "rejected", "accepted_or_unreviewed_passed_all"]),
+    help="Default: accepted. Repeat, or give accepted_or_unreviewed_passed_all alone.",
+)
+@click.option("--tag", "tags", multiple=True, help="A tag every row must carry; repeat.")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Split seed.")
+@click.option("--stratify-by-job", is_flag=True)
+@click.option(
+    "--ground-truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL of {question, answer, system?} to mix in.",
+)
+@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
+@click.option("--system", default=None, help="System prompt stored with every teacher row.")
+@api_options
+def dataset_create(
+    name: str,
+    job_ids: tuple[int, ...],
+    stage: str | None,
+    require_passed: tuple[str, ...],
+    review_status: tuple[str, ...],
+    tags: tuple[str, ...],
+    limit: int | None,
+    test_fraction: float | None,
+    seed: int,
+    stratify_by_job: bool,
+    ground_truth: Path | None,
+    ratio: float | None,
+    system: str | None,
+    api_url: str | None,
+    token: str | None,
+) -> None:
+    """Freeze a new version of dataset NAME; prints its id."""
+    query: dict[str, Any] = {
+        "job_ids": list(job_ids),
+        "require_passed": list(require_passed),
+        "tags": list(tags),
+    }
+    if stage:
+        query["stage"] = stage
+    if limit:
+        query["limit"] = limit
+    if review_status:
+        mode = "accepted_or_unreviewed_passed_all"
+        if mode in review_status and len(review_status) > 1:
+            raise CliError(f"--review-status {mode} cannot be combined with other statuses")
+        query["review_status"] = mode if mode in review_status else list(review_status)
+    body: dict[str, Any] = {"name": name, "query": query}
+    if test_fraction is not None:
+        body["split"] = {"test_fraction": test_fraction, "seed": seed, "stratify_by_job": stratify_by_job}
+    if system is not None:
+        body["system"] = system
+    if ratio is not None and ground_truth is None:
+        raise CliError("--ratio needs --ground-truth")
+    with ApiClient(api_url, token) as client:
+        if ground_truth is not None:
+            body["ground_truth"] = {"ratio": ratio}
+            with ground_truth.open("rb") as upload:
+                response = client.request(
+                    "POST",
+                    "/v1/datasets",
+                    data={"spec": json.dumps(body)},
+                    files={"ground_truth": (ground_truth.name, upload, "application/jsonl")},
+                )
+            version = response.json()
+        else:
+            version = client.post("/v1/datasets", body)
+    counts = version["row_counts"]
+    Console(stderr=True).print(
+        f"{version['name']} v{version['version']}: {counts['total']:,} rows (train {counts['train']:,}, "
+        f"test {counts['test']:,}, ground truth {counts['ground_truth']:,}), digest {version['digest'][:16]}…"
+    )
+    click.echo(version["id"])
+
+
+@dataset.command("list")
+@click.option("--name", default=None, help="Only versions of this name.")
+@api_options
+def dataset_list(name: str | None, api_url: str | None, token: str | None) -> None:
+    """List dataset versions, newest first."""
+    with ApiClient(api_url, token) as client:
+        page = client.get("/v1/datasets", name=name, limit=100)
+    table = Table("id", "name", "version", "rows", "train", "test", "digest", "created")
+    for item in page["items"]:
+        counts = item["row_counts"]
+        table.add_row(
+            str(item["id"]),
+            item["name"],
+            str(item["version"]),
+            f"{counts.get('total', 0):,}",
+            f"{counts.get('train', 0):,}",
+            f"{counts.get('test', 0):,}",
+            item["digest"][:12],
+            item["created_at"][:19],
+        )
+    Console().print(table)
+
+
+@dataset.command("show")
+@click.argument("dataset_id", type=click.IntRange(min=1))
+@api_options
+def dataset_show(dataset_id: int, api_url: str | None, token: str | None) -> None:
+    """Print a version with its lineage as JSON."""
+    with ApiClient(api_url, token) as client:
+        version = client.get(f"/v1/datasets/{dataset_id}")
+    click.echo(json.dumps(version, indent=2, ensure_ascii=False))
+
+
+commands: list[click.Command] = [filter_command, review, dataset]

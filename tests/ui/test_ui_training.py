@@ -1,0 +1,105 @@
+"""Training: the runs list, a run's page with its loss curve (live), the student-vs-teacher table,
+and launching a run on a version (admins only)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import httpx
+from playwright.sync_api import BrowserContext, Page, expect
+
+from service.db.models import TrainingMetric, TrainingRun
+from service.db.session import transaction
+from ui.conftest import screenshot, sign_in_as
+from ui.factories import Seeded, loss_curve
+
+
+def path_points(page: Page, selector: str) -> int:
+    """Points in an SVG path's d attribute (one M or L command each)."""
+    d = page.locator(selector).get_attribute("d") or ""
+    return len(re.findall(r"[ML]-?\d", d))
+
+
+def test_run_page_draws_the_loss_curve_and_the_evaluation(admin_page: Page, seeded: Seeded) -> None:
+    page = admin_page
+    page.goto("/ui/training")
+    page.click(f"#runs tr[data-run-id='{seeded.training_run}'] a.run-link")
+    expect(page).to_have_url(f"/ui/training/{seeded.training_run}")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    loss = page.locator("#loss-chart path.series-loss")
+    expect(loss).to_have_attribute("data-points", "60")  # steps 2, 4, …, 120
+    assert path_points(page, "#loss-chart path.series-loss") == 60
+    expect(page.locator("#loss-chart path.series-eval_loss")).to_have_attribute("data-points", "12")
+    expect(page.locator("#loss-chart circle.dot-loss")).to_have_count(60)
+    expect(page.locator("#evaluation")).to_contain_text("95.5%")
+    expect(page.locator("#evaluation")).to_contain_text("93.0%")
+    expect(page.locator("#evaluation")).to_contain_text("Student reaches 97.4% of the teacher's accuracy")
+    expect(page.locator("#checkpoints li")).to_have_count(2)
+    expect(page.locator("#events li")).to_have_count(7)
+    screenshot(page, "training-run")
+
+
+def test_a_running_runs_loss_curve_grows_live(admin_page: Page, seeded: Seeded, ui_database_url: str) -> None:
+    assert seeded.dataset_id is not None
+    curve = loss_curve(40, 2, 10)
+    with transaction(ui_database_url) as session:
+        run = TrainingRun(dataset_id=seeded.dataset_id, status="running", student={"model": "/models/student-tiny"},
+                          method="lora", config={"method": "lora"}, step=10, total_steps=40,
+                          started_at=datetime.now(UTC))
+        session.add(run)
+        session.flush()
+        run_id = run.id
+        session.add_all(TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[:5])
+    page = admin_page
+    page.goto(f"/ui/training/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("#loss-chart path.series-loss")).to_have_attribute("data-points", "5")
+    with transaction(ui_database_url) as session:
+        session.add_all(TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[5:12])
+        session.get_one(TrainingRun, run_id).step = 24
+    expect(page.locator("#loss-chart path.series-loss")).to_have_attribute("data-points", "12", timeout=10_000)
+    expect(page.locator("#loss-chart path.series-eval_loss")).to_have_attribute("data-points", "2")
+    expect(page.locator("#run-progress-text")).to_contain_text("step 24 / 40")
+    with transaction(ui_database_url) as session:
+        session.get_one(TrainingRun, run_id).status = "cancelled"
+
+
+def test_admins_launch_a_run_and_bad_settings_read_as_messages(
+    admin_page: Page, seeded: Seeded, api: httpx.Client
+) -> None:
+    page = admin_page
+    page.goto(f"/ui/training?dataset_id={seeded.dataset_id}#launch")
+    form = page.locator("#launch-form")
+    expect(form.locator("[name=dataset_id]")).to_have_value(str(seeded.dataset_id))
+    form.locator("[name=learning_rate]").fill("fast")
+    page.click("#launch-run")
+    expect(page.locator("#problem")).to_contain_text("hyperparameters.learning_rate")
+
+    form.locator("[name=learning_rate]").fill("0.001")
+    form.locator("[name=max_steps]").fill("5")
+    page.click("#launch-run")
+    # The version's teacher folder does not exist here: scoring against it is refused up front.
+    expect(page.locator("#problem")).to_contain_text("evaluation.teacher.model")
+    form.locator("[name=evaluate]").uncheck()
+    page.click("#launch-run")
+    expect(page).to_have_url(re.compile(r"/ui/training/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.locator("#run-status")).to_have_text("queued")
+    stored = api.get(f"/v1/training-runs/{run_id}").json()
+    assert stored["config"]["learning_rate"] == 0.001
+    assert stored["config"]["max_steps"] == 5
+    assert "model" not in stored["student"] and stored["student"]["from_scratch"]["layers"] == 4
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    assert api.get(f"/v1/training-runs/{run_id}").json()["status"] == "cancelled"
+
+
+def test_viewers_get_no_launch_form(page: Page, context: BrowserContext, seeded: Seeded) -> None:
+    sign_in_as(context, seeded.viewer_token)
+    page.goto("/ui/training#launch")
+    expect(page.locator(f"#runs tr[data-run-id='{seeded.training_run}']")).to_be_visible()
+    expect(page.locator("#show-launch")).to_be_hidden()
+    expect(page.locator("#launch")).to_be_hidden()

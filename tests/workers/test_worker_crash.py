@@ -1,0 +1,107 @@
+"""Crash test: `hardlabel worker` subprocesses (real vLLM) killed mid-shard; nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from queue_factories import create_job, event_kinds, job_row, queue_settings
+from sqlalchemy import text
+from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats, spawn_cli_worker, wait_until
+
+from service.db.session import transaction
+from service.workers.runner import run_worker
+
+ITEMS, SHARD, CHUNK, N = 24, 12, 2, 2  # two shards of six chunks
+# Short leases so a killed worker's shards come back fast; no backoff so they are claimable at once.
+WORKER_SETTINGS = {
+    "lease_seconds": 4,
+    "heartbeat_seconds": 0.5,
+    "reaper_seconds": 0.5,
+    "poll_seconds": 0.1,
+    "retry_backoff_seconds": 0,
+    "log_level": "INFO",
+}
+
+
+def task_states(url: str, job_id: int) -> list[str]:
+    with transaction(url) as session:
+        rows = session.execute(text("SELECT status FROM task WHERE job_id = :j ORDER BY id"), {"j": job_id})
+        return [r[0] for r in rows]
+
+
+def run_until(
+    url: str, job_id: int, log: Path, at_checkpoint: int, sig: signal.Signals
+) -> subprocess.Popen[bytes]:
+    """Start a worker subprocess, wait for the job's ``at_checkpoint``-th chunk, then send ``sig``."""
+    process = spawn_cli_worker(url, log, **WORKER_SETTINGS)
+    try:
+        wait_until(
+            lambda: checkpoints(url, job_id) >= at_checkpoint or process.poll() is not None,
+            timeout=240,
+            what=f"checkpoint {at_checkpoint}",
+        )
+        assert process.poll() is None, log.read_text()[-3000:]
+        process.send_signal(sig)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process
+
+
+def test_workers_killed_mid_shard_lose_nothing_and_duplicate_nothing(
+    clean_queue: str, tiny_teacher: dict[str, Any]
+) -> None:
+    url = clean_queue
+    job_id, _ = create_job(
+        url,
+        items=ITEMS,
+        shard_size=SHARD,
+        spec=generate_recipe(ITEMS, n=N, max_tokens=48),
+        teacher=tiny_teacher,
+        params={"chunk_size": CHUNK},
+        max_attempts=10,
+    )
+    log = ROOT / ".tmp" / f"crash-test-worker-{job_id}.log"
+    log.unlink(missing_ok=True)
+
+    # kill -9 in the middle of the job, at three points; each time a new worker takes over.
+    killed_holding_a_shard = 0
+    for point in (1, 3, 5):
+        victim = run_until(url, job_id, log, point, signal.SIGKILL)
+        assert victim.returncode == -signal.SIGKILL
+        assert job_row(url, job_id).status == "running"  # killed mid-job, not after it
+        # Normally mid-shard (its shard stays leased to the dead worker until the lease expires);
+        # on a fast machine the kill can land between two shards.
+        killed_holding_a_shard += "running" in task_states(url, job_id)
+    assert killed_holding_a_shard >= 2
+
+    # SIGTERM (mid second shard): the worker finishes its chunk, checkpoints, releases, exits 0.
+    stopped = run_until(url, job_id, log, 7, signal.SIGTERM)
+    assert stopped.returncode == 0, log.read_text()[-3000:]
+    assert "running" not in task_states(url, job_id)
+    assert "released" in event_kinds(url, job_id)
+    assert job_row(url, job_id).status == "running"
+
+    # Another worker finishes the job.
+    run_worker(queue_settings(url, lease_seconds=3), ["generate"], exit_when_idle=True)
+
+    job = job_row(url, job_id)
+    assert job.status == "succeeded", job.error
+    assert sample_stats(url, job_id) == (ITEMS * N, ITEMS * N)
+    # The counters moved in the same transactions as the samples: redone chunks were not counted twice.
+    assert (job.items_done, job.samples_written) == (ITEMS, ITEMS * N)
+    assert checkpoints(url, job_id) == ITEMS // CHUNK
+    kinds = event_kinds(url, job_id)
+    # One per worker killed holding a shard: the reaper brought the shard back.
+    assert kinds.count("requeued") == killed_holding_a_shard
+    assert kinds[-1] == "finished"
+    with transaction(url) as session:
+        items = session.execute(
+            text("SELECT DISTINCT item_index FROM sample WHERE job_id = :j ORDER BY 1"), {"j": job_id}
+        ).scalars()
+        assert list(items) == list(range(ITEMS))
