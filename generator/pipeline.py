@@ -250,9 +250,7 @@ def _collect(
 def _provenance(
     recipe: Recipe, stage: CompiledStage, engine: Engine, seed: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    sampling = stage.stage.sampling.model_dump()
-    sampling["seed_offset"] = sampling.pop("seed")
-    sampling["seed"] = seed
+    sampling = {**stage.sampling_params, "seed_offset": stage.stage.sampling.seed, "seed": seed}
     return {
         "teacher_model": engine.model_id,
         "teacher_revision": engine.revision,

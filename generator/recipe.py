@@ -35,6 +35,7 @@ import keyword
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,7 +197,7 @@ class Recipe(BaseModel):
         raise KeyError(name)
 
 
-@dataclass(frozen=True)
+@dataclass
 class CompiledStage:
     """A stage with its templates compiled and checked against the variables it will see."""
 
@@ -205,6 +206,11 @@ class CompiledStage:
     messages: Sequence[tuple[str, PromptTemplate]]
     question: PromptTemplate | None
     template_sha256: str
+
+    @cached_property
+    def sampling_params(self) -> dict[str, Any]:
+        """The stage's sampling parameters as plain data (without the seed offset), for provenance."""
+        return self.stage.sampling.model_dump(exclude={"seed"})
 
     def render(self, context: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
         """Chat messages and the student's question for one branch. Raises TemplateError."""

@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "tokens",
     "export",
     "curation",
+    "demo",
 ]
 
 

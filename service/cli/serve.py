@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -112,7 +113,9 @@ class WorkerSupervisor:
     then stops the worker the documented way (SIGTERM: finish the chunk, release the shard).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, env: Mapping[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
         assert settings.database_url
         self.command = [
             sys.executable,
@@ -120,7 +123,9 @@ class WorkerSupervisor:
             "from service.cli import main; main()",
             "worker",  # every kind in HARDLABEL_WORKER_KINDS that this installation can run
         ]
-        self.env = {**os.environ, "HARDLABEL_DATABASE_URL": settings.database_url}
+        self.env = {**os.environ, **(env or {}), "HARDLABEL_DATABASE_URL": settings.database_url}
+        # `hardlabel demo` sends the worker's output to a file so it does not break its progress bars.
+        self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
@@ -130,7 +135,13 @@ class WorkerSupervisor:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+        if self.log_path is None:
+            self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+            return
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def _supervise(self) -> None:
         delay = 1.0

@@ -16,10 +16,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.status import Status
 
 from service.cli import CliError
 
@@ -126,34 +128,22 @@ def train_command(
     shapes = {"layers": layers, "hidden": hidden, "heads": heads, "vocab": vocab} if from_scratch else None
 
     console = Console(stderr=True)
-    progress = _progress(console)
-    task = progress.add_task("preparing", total=None, loss="-", tokens_per_second=0.0)
-
-    def report(state: dict[str, Any]) -> None:
-        loss = state.get("loss")
-        progress.update(
-            task,
-            description="training",
-            completed=state.get("step", 0),
-            total=state.get("total_steps") or None,
-            loss=f"{loss:.4f}" if isinstance(loss, float) else "-",
-            tokens_per_second=state.get("tokens_per_second", 0.0),
-        )
-
+    display = _TrainingDisplay(console)
     try:
-        with progress:
-            result = train(
-                dataset_path=dataset_path,
-                student=student,
-                output_dir=output,
-                spec=spec,
-                sft_overrides=overrides,
-                from_scratch=shapes,
-                resume=resume,
-                progress=report,
-            )
+        result = train(
+            dataset_path=dataset_path,
+            student=student,
+            output_dir=output,
+            spec=spec,
+            sft_overrides=overrides,
+            from_scratch=shapes,
+            resume=resume,
+            progress=display.report,
+        )
     except (ValueError, OSError) as exc:  # DatasetError, StudentError, MaskError, CheckpointError...
         raise CliError(_first_line(exc)) from None
+    finally:
+        display.close()
 
     for warning in result.mask_warnings:
         console.print(f"[yellow]warning:[/] {warning}")
@@ -166,17 +156,47 @@ def train_command(
     )
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[tokens_per_second]:,.0f} tok/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+class _TrainingDisplay:
+    """A spinner while data, student and mask pre-flight load; a progress bar from the first step on."""
+
+    def __init__(self, console: Console) -> None:
+        self._status: Status | None = console.status("loading the data and the student, checking the mask")
+        self._status.start()
+        self._progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tokens_per_second]:,.0f} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._task: TaskID | None = None
+
+    def report(self, state: dict[str, Any]) -> None:
+        if self._task is None:
+            self._stop_status()
+            self._progress.start()
+            self._task = self._progress.add_task("training", total=None, loss="-", tokens_per_second=0.0)
+        loss = state.get("loss")
+        self._progress.update(
+            self._task,
+            completed=state.get("step", 0),
+            total=state.get("total_steps") or None,
+            loss=f"{loss:.4f}" if isinstance(loss, float) else "-",
+            tokens_per_second=state.get("tokens_per_second", 0.0),
+        )
+
+    def close(self) -> None:
+        self._stop_status()
+        if self._task is not None:
+            self._progress.stop()
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
 
 def _validation_message(exc: Any) -> str:

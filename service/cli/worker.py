@@ -30,7 +30,9 @@ def _resolve_kinds(option: str | None, configured: str) -> list[str]:
 
 @click.command("worker")
 @click.option("--kinds", default=None, help="Task kinds to claim, comma-separated (e.g. generate,filter).")
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Tasks at once.")
+@click.option(
+    "--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Tasks at once."
+)
 @click.option("--exit-when-idle", is_flag=True, help="Exit when no task of these kinds is queued or running.")
 @click.option("--max-tasks", type=click.IntRange(1), default=None, help="Exit after this many tasks.")
 def worker(kinds: str | None, concurrency: int, exit_when_idle: bool, max_tasks: int | None) -> None:

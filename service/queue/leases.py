@@ -140,8 +140,8 @@ def release_task(session: Session, task: ClaimedTask, lease_seconds: float, work
     cursor = fence_task(session, task, lease_seconds)
     session.execute(
         text(
-            "UPDATE task SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, run_after = now(), "
-            "attempts = greatest(attempts - 1, 0) WHERE id = :id"
+            "UPDATE task SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, "
+            "run_after = now(), attempts = greatest(attempts - 1, 0) WHERE id = :id"
         ),
         {"id": task.id},
     )
@@ -192,8 +192,8 @@ def retry_or_fail_task(
     delay = backoff_seconds(backoff_base, task.attempts)
     session.execute(
         text(
-            "UPDATE task SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, last_error = :error, "
-            "run_after = now() + make_interval(secs => :delay) WHERE id = :id"
+            "UPDATE task SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, "
+            "last_error = :error, run_after = now() + make_interval(secs => :delay) WHERE id = :id"
         ),
         {"id": task.id, "error": error, "delay": delay},
     )

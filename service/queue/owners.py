@@ -15,7 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 # Foreign-key column on task → owner table. Table names come only from this mapping.
-OWNER_TABLES: dict[str, str] = {"job_id": "job", "filter_run_id": "filter_run", "training_run_id": "training_run"}
+OWNER_TABLES: dict[str, str] = {
+    "job_id": "job",
+    "filter_run_id": "filter_run",
+    "training_run_id": "training_run",
+}
 
 
 class TaskRef(Protocol):
@@ -31,7 +35,11 @@ class TaskRef(Protocol):
 
 def owner_ids(task: TaskRef) -> dict[str, int | None]:
     """Keyword arguments for record_event: the task's owner ids."""
-    return {"job_id": task.job_id, "filter_run_id": task.filter_run_id, "training_run_id": task.training_run_id}
+    return {
+        "job_id": task.job_id,
+        "filter_run_id": task.filter_run_id,
+        "training_run_id": task.training_run_id,
+    }
 
 
 def owner_of(task: TaskRef) -> tuple[str, str, int] | None:

@@ -17,8 +17,10 @@ from service.samples.query import SampleQuery, sample_conditions
 from service.stats import repository
 from service.stats.schemas import Bucket, DatasetPreview, PassFail, ReviewTally, SampleCount, SampleStats
 
-EXACT_ROW_LIMIT = 20_000
+EXACT_ROW_LIMIT = 10_000
 MAX_SCANNED_ROWS = 400_000
+# Above this many times EXACT_ROW_LIMIT, the planner's estimate alone sends a query to sampling.
+PLANNER_TRUST_FACTOR = 5
 HISTOGRAM_BUCKETS = 20
 COUNT_TIMEOUT_MS = 3_000
 
@@ -26,16 +28,18 @@ COUNT_TIMEOUT_MS = 3_000
 def sample_stats(session: Session, query: SampleQuery) -> SampleStats:
     """Aggregates over the samples `query` matches (see the module docstring for the cost bound)."""
     conditions = sample_conditions(query)
-    matched_up_to_limit = repository.count_at_most(session, conditions, EXACT_ROW_LIMIT + 1)
-    if matched_up_to_limit <= EXACT_ROW_LIMIT:
+    estimate = repository.estimate_matching(session, conditions)
+    # The planner's estimate decides only when it is far from the limit; near it, counting (up to
+    # the limit) does, so a selection the planner misjudges is still aggregated exactly when small.
+    exact = estimate <= PLANNER_TRUST_FACTOR * EXACT_ROW_LIMIT and (
+        repository.count_at_most(session, conditions, EXACT_ROW_LIMIT + 1) <= EXACT_ROW_LIMIT
+    )
+    if exact:
         raw = repository.aggregate(
             session, conditions, row_limit=EXACT_ROW_LIMIT + 1, buckets=HISTOGRAM_BUCKETS
         )
         return _stats(raw, scale=1.0, matched=raw.rows, estimated=False)
-    percent = sampling_percent(
-        matching_estimate=repository.estimate_matching(session, conditions),
-        table_rows=repository.estimate_table_rows(session),
-    )
+    percent = sampling_percent(matching_estimate=estimate, table_rows=repository.estimate_table_rows(session))
     raw = repository.aggregate(
         session,
         conditions,
@@ -44,7 +48,7 @@ def sample_stats(session: Session, query: SampleQuery) -> SampleStats:
         sample_percent=percent,
     )
     scale = 100.0 / percent
-    # At least EXACT_ROW_LIMIT + 1 rows match (counted above), whatever the sample says.
+    # More than EXACT_ROW_LIMIT rows match (counted, or estimated far above it).
     matched = max(round(raw.rows * scale), EXACT_ROW_LIMIT + 1)
     return _stats(raw, scale=scale, matched=matched, estimated=True)
 

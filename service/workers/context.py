@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.db.session import transaction
 from service.queue.claims import ClaimedTask
-from service.queue.leases import LeaseLost, fence_task
+from service.queue.leases import fence_task
 from service.settings import Settings
 
 T = TypeVar("T")

@@ -224,7 +224,9 @@ def _teacher_config(job: GenerateJob, ctx: TaskContext) -> TeacherConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise PermanentTaskError(f"job {job.job_id}: invalid teacher config: {where}: {first['msg']}") from exc
+        raise PermanentTaskError(
+            f"job {job.job_id}: invalid teacher config: {where}: {first['msg']}"
+        ) from exc
     if config.engine == "vllm" and config.kv_cache_memory_bytes is None and ctx.settings.vllm_kv_cache_bytes:
         config = config.model_copy(update={"kv_cache_memory_bytes": ctx.settings.vllm_kv_cache_bytes})
     return config

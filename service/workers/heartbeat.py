@@ -57,7 +57,9 @@ class Heartbeat(threading.Thread):
                     if self._held.get(task_id, (None, None))[1] is not lost:
                         continue
                 if not lost.is_set():
-                    logger.warning("task %s: lease no longer held (reclaimed, requeued or cancelled)", task_id)
+                    logger.warning(
+                        "task %s: lease no longer held (reclaimed, requeued or cancelled)", task_id
+                    )
                     lost.set()
         self.beats += 1
 

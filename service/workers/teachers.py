@@ -118,7 +118,9 @@ def _build_engine(config: TeacherConfig) -> Engine:
     except Exception as exc:
         if "out of memory" in str(exc).lower():
             raise  # may pass once another process frees the accelerator: retry with backoff
-        raise TeacherLoadError(f"teacher {config.model!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise TeacherLoadError(
+            f"teacher {config.model!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 # One cache per worker process.

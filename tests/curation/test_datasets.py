@@ -151,7 +151,7 @@ def test_split_is_deterministic_and_stratified(
 ) -> None:
     query = {"job_ids": curated["jobs"], "review_status": ["accepted", "pending"]}
 
-    def test_ids(split: dict[str, Any]) -> tuple[dict[str, int], set[int], dict[int, int]]:
+    def test_ids(split: dict[str, Any]) -> tuple[dict[str, int], set[int | None], dict[int, int]]:
         version = create(client, admin, {"name": "split", "query": query, "split": split}).json()
         rows = rows_of(curation_db_url, version["id"])
         tested = {r[3] for r in rows if r[1] == "test"}

@@ -185,12 +185,13 @@ def test_export_trains_with_a_plain_sft_trainer(
 ) -> None:
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
     out = tmp_path / "hf"
     result = CliRunner().invoke(cli, ["export", str(version["id"]), "--container", "hf", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    dataset = load_from_disk(str(out))
+    dataset: Any = load_from_disk(str(out))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     config = SFTConfig(
@@ -214,9 +215,10 @@ def test_export_trains_with_a_plain_sft_trainer(
         processing_class=tokenizer,
     )
     # Conversational prompt–completion: the loss covers the completion only.
-    batch = trainer.data_collator([trainer.train_dataset[0]])
+    prepared: Any = trainer.train_dataset
+    batch = trainer.data_collator([prepared[0]])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
-    kept = tokenizer.decode(ids[labels != -100])
+    kept = str(tokenizer.decode(ids[labels != -100]))
     assert kept.startswith(dataset["train"][0]["completion"][0]["content"])
     outcome = trainer.train()
     assert outcome.global_step == 2

@@ -66,7 +66,9 @@ def run(recipe: Recipe, engine: ScriptedEngine, **kwargs: Any) -> list[Generated
 
 def test_list_items_fan_out_and_link_to_their_parents() -> None:
     samples = run(three_stage_recipe(), ScriptedEngine(teacher))
-    by_key = {(s.item_index, s.stage, s.sample_index): s for s in samples}
+    by_key: dict[tuple[int, str, int | None], GeneratedSample] = {
+        (s.item_index, s.stage, s.sample_index): s for s in samples
+    }
     questions = [s for s in samples if s.stage == "questions"]
     assert [(s.item_index, s.sample_index, s.parsed) for s in questions] == [
         (0, 0, "Why rain?"),

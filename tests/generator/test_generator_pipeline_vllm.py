@@ -82,7 +82,9 @@ def multi_stage_run(vllm_engine: Any) -> list[ChunkResult]:
 def test_multi_stage_recipe_end_to_end(multi_stage_run: list[ChunkResult], tiny_model_dir: Any) -> None:
     assert [chunk.item_indices for chunk in multi_stage_run] == [[0, 1], [2]]
     samples = samples_of(multi_stage_run)
-    by_key = {(s.item_index, s.stage, s.sample_index): s for s in samples}
+    by_key: dict[tuple[int, str, int | None], GeneratedSample] = {
+        (s.item_index, s.stage, s.sample_index): s for s in samples
+    }
     questions = [s for s in samples if s.stage == "questions"]
     answers = [s for s in samples if s.stage == "answer"]
     judges = [s for s in samples if s.stage == "judge"]

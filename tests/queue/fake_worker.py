@@ -38,12 +38,13 @@ def chunked_handler(ctx: TaskContext) -> TaskOutcome:
     while start + cursor < end:
         time.sleep(CHUNK_SECONDS)
         ctx.check_lease()
-        expected = cursor
 
-        def write(session: Session, committed: int) -> int:
+        def write(session: Session, committed: int, expected: int = cursor) -> int:
             if committed == expected + 1:
                 return committed
-            session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": expected + 1, "id": task.id})
+            session.execute(
+                text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": expected + 1, "id": task.id}
+            )
             session.execute(
                 text("UPDATE job SET items_done = items_done + 1 WHERE id = :id"), {"id": task.job_id}
             )
@@ -64,7 +65,11 @@ if __name__ == "__main__":
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")
     register_handler(FAKE_KIND, chunked_handler)
     settings = Settings(
-        database_url=sys.argv[1], lease_seconds=5, heartbeat_seconds=0.5, reaper_seconds=0.5, poll_seconds=0.05
+        database_url=sys.argv[1],
+        lease_seconds=5,
+        heartbeat_seconds=0.5,
+        reaper_seconds=0.5,
+        poll_seconds=0.05,
     )
     print("fake worker ready", flush=True)
     run_worker(settings, [FAKE_KIND], exit_when_idle=True)

@@ -34,7 +34,8 @@ def claim(url: str, worker: str, n: int = 1, kinds: tuple[str, ...] = ("generate
 def expire(url: str, task_id: int) -> None:
     with transaction(url) as session:
         session.execute(
-            text("UPDATE task SET lease_expires_at = now() - interval '1 second' WHERE id = :id"), {"id": task_id}
+            text("UPDATE task SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": task_id},
         )
 
 
@@ -105,9 +106,8 @@ def test_fenced_write_is_rejected_after_the_lease_was_taken(clean_queue: str) ->
     (fresh,) = claim(url, "worker-b")
     assert fresh.lease_token == stale.lease_token + 1
 
-    with pytest.raises(LeaseLost, match="reclaimed by worker worker-b"), transaction(url) as session:
+    with transaction(url) as session, pytest.raises(LeaseLost, match="reclaimed by worker worker-b"):
         fence_task(session, stale, LEASE)
-        session.execute(text("UPDATE task SET cursor = 99 WHERE id = :id"), {"id": task_id})
     with pytest.raises(LeaseLost), transaction(url) as session:
         complete_task(session, stale, LEASE, "worker-a")
 
@@ -124,9 +124,11 @@ def test_reaper_backs_off_then_fails_after_max_attempts(clean_queue: str) -> Non
     url = clean_queue
     job_id, (task_id, sibling_id) = create_job(url, items=2, shard_size=1, max_attempts=2)
     with transaction(url) as session:  # keep the sibling out of the way: it must be cancelled later
-        session.execute(text("UPDATE task SET run_after = now() + interval '1 hour' WHERE id = :id"), {"id": sibling_id})
+        session.execute(
+            text("UPDATE task SET run_after = now() + interval '1 hour' WHERE id = :id"), {"id": sibling_id}
+        )
 
-    (first,) = claim(url, "lost-1")
+    claim(url, "lost-1")
     expire(url, task_id)
     with transaction(url) as session:
         reaped = reap_expired_tasks(session, backoff_base=60.0)
@@ -134,7 +136,7 @@ def test_reaper_backs_off_then_fails_after_max_attempts(clean_queue: str) -> Non
     row = task_row(url, task_id)
     assert row.status == "queued"
     assert row.worker_id is None
-    assert row.last_error is not None and "lost-1" in row.last_error
+    assert "lost-1" in (row.last_error or "")
     assert (row.run_after - datetime.now(UTC)).total_seconds() > 30  # backoff: not claimable yet
     assert claim(url, "w2") == []
 
@@ -147,10 +149,11 @@ def test_reaper_backs_off_then_fails_after_max_attempts(clean_queue: str) -> Non
     assert [r.status for r in reaped] == ["failed"]
     row = task_row(url, task_id)
     assert row.status == "failed"
-    assert row.last_error is not None and "lost-2" in row.last_error and "attempt 2 of 2" in row.last_error
+    assert "lost-2" in (row.last_error or "")
+    assert "attempt 2 of 2" in (row.last_error or "")
     job = job_row(url, job_id)
     assert job.status == "failed"
-    assert job.error is not None and "lease expired" in job.error
+    assert "lease expired" in (job.error or "")
     assert task_row(url, sibling_id).status == "cancelled"
     kinds = event_kinds(url, job_id)
     assert kinds.count("requeued") == 1
@@ -177,7 +180,13 @@ def test_retry_then_permanent_failure(clean_queue: str) -> None:
     (task,) = claim(url, "w")
     with transaction(url) as session:
         status = retry_or_fail_task(
-            session, task, "RuntimeError: flaky", permanent=False, lease_seconds=LEASE, backoff_base=0.0, worker_id="w"
+            session,
+            task,
+            "RuntimeError: flaky",
+            permanent=False,
+            lease_seconds=LEASE,
+            backoff_base=0.0,
+            worker_id="w",
         )
     assert status == "queued"
     assert task_row(url, task_id).last_error == "RuntimeError: flaky"
@@ -185,14 +194,20 @@ def test_retry_then_permanent_failure(clean_queue: str) -> None:
     assert task.attempts == 2
     with transaction(url) as session:
         status = retry_or_fail_task(
-            session, task, "bad teacher config", permanent=True, lease_seconds=LEASE, backoff_base=0.0, worker_id="w"
+            session,
+            task,
+            "bad teacher config",
+            permanent=True,
+            lease_seconds=LEASE,
+            backoff_base=0.0,
+            worker_id="w",
         )
     assert status == "failed"
     row = task_row(url, task_id)
     assert (row.status, row.last_error) == ("failed", "bad teacher config")
     job = job_row(url, job_id)
     assert job.status == "failed"
-    assert job.error is not None and "bad teacher config" in job.error
+    assert "bad teacher config" in (job.error or "")
     assert event_kinds(url, job_id).count("retry") == 1
 
 
@@ -214,7 +229,7 @@ def test_release_makes_the_task_claimable_at_once_without_using_an_attempt(clean
 
 def test_cancelled_task_fails_the_fence_as_cancelled(clean_queue: str) -> None:
     url = clean_queue
-    job_id, (task_id,) = create_job(url, items=1, shard_size=1)
+    job_id, _ = create_job(url, items=1, shard_size=1)
     (task,) = claim(url, "w")
     with transaction(url) as session:
         session.execute(text("UPDATE job SET status = 'cancelled' WHERE id = :id"), {"id": job_id})
@@ -268,3 +283,17 @@ def test_job_succeeds_once_when_the_last_two_tasks_finish_together(clean_queue: 
     assert job.status == "succeeded"
     assert job.finished_at is not None
     assert event_kinds(url, job_id).count("finished") == 1
+
+
+def test_a_worker_never_reaps_its_own_tasks(clean_queue: str) -> None:
+    url = clean_queue
+    _, (task_id,) = create_job(url, items=1, shard_size=1)
+    claim(url, "slow-heartbeat")
+    expire(url, task_id)
+    with transaction(url) as session:
+        assert reap_expired_tasks(session, backoff_base=0.0, exclude_worker="slow-heartbeat") == []
+    assert task_row(url, task_id).status == "running"
+    with transaction(url) as session:
+        assert [r.id for r in reap_expired_tasks(session, backoff_base=0.0, exclude_worker="other")] == [
+            task_id
+        ]

@@ -87,5 +87,7 @@ def test_train_command_reports_bad_input_in_one_line(
     for message, args in cases.items():
         result = CliRunner().invoke(main, ["train", *args, "--output", str(tmp_path / "out")])
         assert result.exit_code == 2, (message, result.output)
-        assert f"error: {message}" in result.stderr, (message, result.stderr)
+        assert result.stderr.startswith("error: "), (message, result.stderr)
+        assert message in result.stderr, (message, result.stderr)
+        assert result.stderr.count("\n") == 1, "one line"
         assert "Traceback" not in result.output

@@ -126,7 +126,11 @@ def seeded(ui_database_url: str, ui_server: str) -> Seeded:
         headers={"Authorization": f"Bearer {seed.admin_token}"},
         json={
             "name": "self-instruct-clean",
-            "query": {"job_ids": [seed.self_instruct_job], "review_status": ["accepted"], "require_passed": ["length"]},
+            "query": {
+                "job_ids": [seed.self_instruct_job],
+                "review_status": ["accepted"],
+                "require_passed": ["length"],
+            },
             "split": {"test_fraction": 0.1, "seed": 0},
         },
         timeout=30,

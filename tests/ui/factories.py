@@ -28,9 +28,22 @@ from service.db.models import (
 from service.db.session import transaction
 
 TOPICS = [
-    "photosynthesis", "binary search", "the French revolution", "plate tectonics", "compound interest",
-    "TCP handshakes", "vaccines", "black holes", "supply and demand", "recursion", "the water cycle",
-    "garbage collection", "impressionism", "DNA replication", "inflation", "public-key cryptography",
+    "photosynthesis",
+    "binary search",
+    "the French revolution",
+    "plate tectonics",
+    "compound interest",
+    "TCP handshakes",
+    "vaccines",
+    "black holes",
+    "supply and demand",
+    "recursion",
+    "the water cycle",
+    "garbage collection",
+    "impressionism",
+    "DNA replication",
+    "inflation",
+    "public-key cryptography",
 ]
 SENTENCES = [
     "It works by breaking the problem into smaller parts.",
@@ -109,8 +122,18 @@ def _recipe(session: Session, spec: dict[str, Any]) -> Recipe:
     return recipe
 
 
-def _job(session: Session, recipe: Recipe, *, status: str, items_total: int, items_done: int, samples: int,
-         started_ago: timedelta, finished_ago: timedelta | None, teacher: dict[str, Any]) -> Job:
+def _job(
+    session: Session,
+    recipe: Recipe,
+    *,
+    status: str,
+    items_total: int,
+    items_done: int,
+    samples: int,
+    started_ago: timedelta,
+    finished_ago: timedelta | None,
+    teacher: dict[str, Any],
+) -> Job:
     now = datetime.now(UTC)
     job = Job(
         recipe_id=recipe.id,
@@ -136,7 +159,11 @@ def _shards(session: Session, job: Job, *, size: int, worker: str) -> None:
     for start in range(0, job.items_total, size):
         end = min(start + size, job.items_total)
         done = min(max(job.items_done - start, 0), end - start)
-        status = "succeeded" if done == end - start else ("running" if done or job.status == "running" else "queued")
+        status = (
+            "succeeded"
+            if done == end - start
+            else ("running" if done or job.status == "running" else "queued")
+        )
         session.add(
             Task(
                 kind="generate",
@@ -155,7 +182,9 @@ def _shards(session: Session, job: Job, *, size: int, worker: str) -> None:
 def _events(session: Session, job: Job, messages: list[tuple[str, str]]) -> None:
     start = job.started_at or datetime.now(UTC)
     for i, (kind, message) in enumerate(messages):
-        session.add(Event(job_id=job.id, kind=kind, message=message, created_at=start + timedelta(seconds=3 * i)))
+        session.add(
+            Event(job_id=job.id, kind=kind, message=message, created_at=start + timedelta(seconds=3 * i))
+        )
     session.flush()
 
 
@@ -169,11 +198,21 @@ def _addition_row(job_id: int, item: int, teacher_model: str) -> dict[str, Any]:
     a, b = 10 + (item * 37) % 89, 11 + (item * 53) % 87
     answer = str(a + b + (1 if item % 7 == 3 else 0))
     return {
-        "job_id": job_id, "item_index": item, "stage": "answer", "sample_index": 0,
-        "question": f"What is {a}+{b}?", "answer": answer, "raw_text": answer, "parse_status": "ok",
+        "job_id": job_id,
+        "item_index": item,
+        "stage": "answer",
+        "sample_index": 0,
+        "question": f"What is {a}+{b}?",
+        "answer": answer,
+        "raw_text": answer,
+        "parse_status": "ok",
         "inputs": {"a": a, "b": b, "reference": str(a + b)},
-        "provenance": {"teacher": {"model": teacher_model}, "stage": "answer",
-                       "sampling": {"temperature": 0.0, "max_tokens": 8}, "finish_reason": "stop"},
+        "provenance": {
+            "teacher": {"model": teacher_model},
+            "stage": "answer",
+            "sampling": {"temperature": 0.0, "max_tokens": 8},
+            "finish_reason": "stop",
+        },
     }
 
 
@@ -181,9 +220,15 @@ def _verify(session: Session, run_id: int, ids: list[int], rows: list[dict[str, 
     """Verifier verdicts worded as the built-in verifier words them."""
     for sid, row in zip(ids, rows, strict=True):
         ok = row["answer"] == row["inputs"]["reference"]
-        session.add(FilterVerdict(
-            sample_id=sid, filter_name="verifier", filter_run_id=run_id, passed=ok,
-            reason=f"answer {row['answer']} {'=' if ok else '≠'} reference {row['inputs']['reference']}"))
+        session.add(
+            FilterVerdict(
+                sample_id=sid,
+                filter_name="verifier",
+                filter_run_id=run_id,
+                passed=ok,
+                reason=f"answer {row['answer']} {'=' if ok else '≠'} reference {row['inputs']['reference']}",
+            )
+        )
     session.flush()
 
 
@@ -193,58 +238,117 @@ def seed_all(url: str) -> Seeded:
         admin, admin_secret = issue_token(session, role="admin", name="ada (admin)")
         reviewer, reviewer_secret = issue_token(session, role="reviewer", name="rui (reviewer)")
         _, viewer_secret = issue_token(session, role="viewer", name="vic (viewer)")
-        teacher = {"model": "/models/qwen-teacher", "engine": "vllm", "dtype": "float32", "max_model_len": 512}
+        teacher = {
+            "model": "/models/qwen-teacher",
+            "engine": "vllm",
+            "dtype": "float32",
+            "max_model_len": 512,
+        }
 
         # A finished self-instruct job: long-ish answers, judge scores, three filters.
         recipe = _recipe(session, SELF_INSTRUCT_RECIPE)
-        job = _job(session, recipe, status="succeeded", items_total=16, items_done=16, samples=48,
-                   started_ago=timedelta(minutes=42), finished_ago=timedelta(minutes=40), teacher=teacher)
+        job = _job(
+            session,
+            recipe,
+            status="succeeded",
+            items_total=16,
+            items_done=16,
+            samples=48,
+            started_ago=timedelta(minutes=42),
+            finished_ago=timedelta(minutes=40),
+            teacher=teacher,
+        )
         _shards(session, job, size=8, worker="gpu-node-1:4121")
-        _events(session, job, [
-            ("queued", "job queued: 16 items in 2 shards"),
-            ("claimed", "shard 1 claimed by worker gpu-node-1:4121"),
-            ("claimed", "shard 2 claimed by worker gpu-node-1:4121"),
-            ("checkpoint", "shard 1: items 0–8 written (24 samples)"),
-            ("checkpoint", "shard 2: items 8–16 written (24 samples)"),
-            ("finished", "job succeeded: 48 samples in 2 min"),
-        ])
+        _events(
+            session,
+            job,
+            [
+                ("queued", "job queued: 16 items in 2 shards"),
+                ("claimed", "shard 1 claimed by worker gpu-node-1:4121"),
+                ("claimed", "shard 2 claimed by worker gpu-node-1:4121"),
+                ("checkpoint", "shard 1: items 0–8 written (24 samples)"),
+                ("checkpoint", "shard 2: items 8–16 written (24 samples)"),
+                ("finished", "job succeeded: 48 samples in 2 min"),
+            ],
+        )
         rows = []
         for item, topic in enumerate(TOPICS):
             for n in range(3):
                 answer = _answer(rng, topic)
-                rows.append({
-                    "job_id": job.id, "item_index": item, "stage": "answer", "sample_index": n,
-                    "question": f"Explain {topic} to a curious student.", "answer": answer, "raw_text": answer,
-                    "parse_status": "ok", "score": float(rng.choice([3, 5, 6, 7, 7, 8, 8, 9, 9, 10])),
-                    "inputs": {"topic": topic},
-                    "provenance": {"teacher": {"model": teacher["model"], "revision": "local"}, "stage": "answer",
-                                   "sampling": {"temperature": 0.7, "max_tokens": 256, "seed": 7000 + item * 3 + n},
-                                   "prompt_tokens": 38, "completion_tokens": len(answer) // 4,
-                                   "finish_reason": "stop", "latency_ms": 212 + item},
-                })
+                rows.append(
+                    {
+                        "job_id": job.id,
+                        "item_index": item,
+                        "stage": "answer",
+                        "sample_index": n,
+                        "question": f"Explain {topic} to a curious student.",
+                        "answer": answer,
+                        "raw_text": answer,
+                        "parse_status": "ok",
+                        "score": float(rng.choice([3, 5, 6, 7, 7, 8, 8, 9, 9, 10])),
+                        "inputs": {"topic": topic},
+                        "provenance": {
+                            "teacher": {"model": teacher["model"], "revision": "local"},
+                            "stage": "answer",
+                            "sampling": {"temperature": 0.7, "max_tokens": 256, "seed": 7000 + item * 3 + n},
+                            "prompt_tokens": 38,
+                            "completion_tokens": len(answer) // 4,
+                            "finish_reason": "stop",
+                            "latency_ms": 212 + item,
+                        },
+                    }
+                )
         ids = list(session.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
-        run = FilterRun(status="succeeded", spec={"selection": {"job_ids": [job.id], "stage": "answer"},
-                                                  "filters": [{"type": "length"}, {"type": "judge_score"}, {"type": "near_dup"}],
-                                                  "selection_size": len(ids)},
-                        items_total=len(ids) * 3, items_done=len(ids) * 3)
+        run = FilterRun(
+            status="succeeded",
+            spec={
+                "selection": {"job_ids": [job.id], "stage": "answer"},
+                "filters": [{"type": "length"}, {"type": "judge_score"}, {"type": "near_dup"}],
+                "selection_size": len(ids),
+            },
+            items_total=len(ids) * 3,
+            items_done=len(ids) * 3,
+        )
         session.add(run)
         session.flush()
         verdicts = []
         for sid, row in zip(ids, rows, strict=True):
             chars = len(row["answer"])
-            verdicts.append(FilterVerdict(sample_id=sid, filter_name="length", filter_run_id=run.id,
-                                          passed=chars <= 330, score=float(chars),
-                                          reason=f"answer has {chars:,} characters, "
-                                          + ("within [20, 330]" if chars <= 330 else "more than max 330")))
+            verdicts.append(
+                FilterVerdict(
+                    sample_id=sid,
+                    filter_name="length",
+                    filter_run_id=run.id,
+                    passed=chars <= 330,
+                    score=float(chars),
+                    reason=f"answer has {chars:,} characters, "
+                    + ("within [20, 330]" if chars <= 330 else "more than max 330"),
+                )
+            )
             score = row["score"]
-            verdicts.append(FilterVerdict(sample_id=sid, filter_name="judge_score", filter_run_id=run.id,
-                                          passed=score >= 6, score=score,
-                                          reason=f"score {score:g} " + ("within [6, ]" if score >= 6 else "< min 6")))
+            verdicts.append(
+                FilterVerdict(
+                    sample_id=sid,
+                    filter_name="judge_score",
+                    filter_run_id=run.id,
+                    passed=score >= 6,
+                    score=score,
+                    reason=f"score {score:g} " + ("within [6, ]" if score >= 6 else "< min 6"),
+                )
+            )
             dup = row["sample_index"] == 2 and row["item_index"] % 4 == 0
-            verdicts.append(FilterVerdict(sample_id=sid, filter_name="near_dup", filter_run_id=run.id, passed=not dup,
-                                          score=0.91 if dup else 0.34,
-                                          reason=f"near-duplicate of sample {sid - 2} (Jaccard 0.91)" if dup
-                                          else "no near-duplicate at Jaccard ≥ 0.80; closest Jaccard 0.34"))
+            verdicts.append(
+                FilterVerdict(
+                    sample_id=sid,
+                    filter_name="near_dup",
+                    filter_run_id=run.id,
+                    passed=not dup,
+                    score=0.91 if dup else 0.34,
+                    reason=f"near-duplicate of sample {sid - 2} (Jaccard 0.91)"
+                    if dup
+                    else "no near-duplicate at Jaccard ≥ 0.80; closest Jaccard 0.34",
+                )
+            )
         session.add_all(verdicts)
         # Some already reviewed, so progress and a dataset version have something to show.
         for sid, row in list(zip(ids, rows, strict=True))[:30]:
@@ -256,34 +360,85 @@ def seed_all(url: str) -> Seeded:
 
         # A finished arithmetic job with a verifier: the keyboard-review and dataset tests use it.
         arithmetic_recipe = _recipe(session, ARITHMETIC_RECIPE)
-        arithmetic = _job(session, arithmetic_recipe, status="succeeded", items_total=30, items_done=30, samples=30,
-                          started_ago=timedelta(minutes=12), finished_ago=timedelta(minutes=10), teacher=teacher)
+        arithmetic = _job(
+            session,
+            arithmetic_recipe,
+            status="succeeded",
+            items_total=30,
+            items_done=30,
+            samples=30,
+            started_ago=timedelta(minutes=12),
+            finished_ago=timedelta(minutes=10),
+            teacher=teacher,
+        )
         _shards(session, arithmetic, size=16, worker="gpu-node-2:811")
-        _events(session, arithmetic, [("queued", "job queued: 30 items in 2 shards"),
-                                      ("finished", "job succeeded: 30 samples in 2 min")])
+        _events(
+            session,
+            arithmetic,
+            [
+                ("queued", "job queued: 30 items in 2 shards"),
+                ("finished", "job succeeded: 30 samples in 2 min"),
+            ],
+        )
         arithmetic_rows = [_addition_row(arithmetic.id, item, teacher["model"]) for item in range(30)]
-        arithmetic_ids = list(session.scalars(
-            insert(Sample).returning(Sample.id, sort_by_parameter_order=True), arithmetic_rows))
-        verifier = FilterRun(status="succeeded", spec={"selection": {"job_ids": [arithmetic.id], "stage": "answer"},
-                                                       "filters": [{"type": "verifier"}],
-                                                       "selection_size": 30}, items_total=30, items_done=30)
+        arithmetic_ids = list(
+            session.scalars(
+                insert(Sample).returning(Sample.id, sort_by_parameter_order=True), arithmetic_rows
+            )
+        )
+        verifier = FilterRun(
+            status="succeeded",
+            spec={
+                "selection": {"job_ids": [arithmetic.id], "stage": "answer"},
+                "filters": [{"type": "verifier"}],
+                "selection_size": 30,
+            },
+            items_total=30,
+            items_done=30,
+        )
         session.add(verifier)
         session.flush()
         _verify(session, verifier.id, arithmetic_ids, arithmetic_rows)
 
         # A small finished job only the keyboard-review test touches.
-        review_job = _job(session, arithmetic_recipe, status="succeeded", items_total=8, items_done=8, samples=8,
-                          started_ago=timedelta(minutes=6), finished_ago=timedelta(minutes=5), teacher=teacher)
+        review_job = _job(
+            session,
+            arithmetic_recipe,
+            status="succeeded",
+            items_total=8,
+            items_done=8,
+            samples=8,
+            started_ago=timedelta(minutes=6),
+            finished_ago=timedelta(minutes=5),
+            teacher=teacher,
+        )
         review_rows = [_addition_row(review_job.id, item, teacher["model"]) for item in range(8)]
-        review_ids = list(session.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), review_rows))
+        review_ids = list(
+            session.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), review_rows)
+        )
         _verify(session, verifier.id, review_ids, review_rows)
 
         # A job still running, for the live list.
-        running = _job(session, arithmetic_recipe, status="running", items_total=500, items_done=185, samples=185,
-                       started_ago=timedelta(minutes=3), finished_ago=None, teacher=teacher)
+        running = _job(
+            session,
+            arithmetic_recipe,
+            status="running",
+            items_total=500,
+            items_done=185,
+            samples=185,
+            started_ago=timedelta(minutes=3),
+            finished_ago=None,
+            teacher=teacher,
+        )
         _shards(session, running, size=100, worker="gpu-node-2:811")
-        _events(session, running, [("queued", "job queued: 500 items in 5 shards"),
-                                   ("claimed", "shard 1 claimed by worker gpu-node-2:811")])
+        _events(
+            session,
+            running,
+            [
+                ("queued", "job queued: 500 items in 5 shards"),
+                ("claimed", "shard 1 claimed by worker gpu-node-2:811"),
+            ],
+        )
         session.flush()
         return Seeded(
             admin_token=admin_secret,
@@ -303,12 +458,17 @@ def loss_curve(steps: int, every: int, eval_every: int) -> list[dict[str, Any]]:
     rng = random.Random(7)
     rows = []
     for step in range(every, steps + 1, every):
-        loss = 0.35 + 2.6 * (0.965 ** step) + rng.uniform(-0.06, 0.06)
-        data: dict[str, Any] = {"step": step, "loss": round(loss, 4), "learning_rate": 2e-4 * (1 - step / steps),
-                                "grad_norm": round(1.8 * 0.99 ** step + 0.2, 3), "epoch": round(step / 40, 3),
-                                "tokens_per_second": 5200.0 + rng.uniform(-300, 300)}
+        loss = 0.35 + 2.6 * (0.965**step) + rng.uniform(-0.06, 0.06)
+        data: dict[str, Any] = {
+            "step": step,
+            "loss": round(loss, 4),
+            "learning_rate": 2e-4 * (1 - step / steps),
+            "grad_norm": round(1.8 * 0.99**step + 0.2, 3),
+            "epoch": round(step / 40, 3),
+            "tokens_per_second": 5200.0 + rng.uniform(-300, 300),
+        }
         if step % eval_every == 0:
-            data["eval_loss"] = round(0.42 + 2.4 * (0.968 ** step), 4)
+            data["eval_loss"] = round(0.42 + 2.4 * (0.968**step), 4)
         rows.append(data)
     return rows
 
@@ -322,9 +482,19 @@ def seed_training_run(url: str, dataset_id: int, *, teacher_model: str) -> int:
             status="succeeded",
             student={"model": "/models/student-tiny"},
             method="full",
-            config={"method": "full", "learning_rate": 2e-4, "num_train_epochs": 3.0, "max_steps": 120,
-                    "per_device_train_batch_size": 8, "max_length": 256, "packing": False, "seed": 42,
-                    "logging_steps": 2, "eval_steps": 10, "save_steps": 60},
+            config={
+                "method": "full",
+                "learning_rate": 2e-4,
+                "num_train_epochs": 3.0,
+                "max_steps": 120,
+                "per_device_train_batch_size": 8,
+                "max_length": 256,
+                "packing": False,
+                "seed": 42,
+                "logging_steps": 2,
+                "eval_steps": 10,
+                "save_steps": 60,
+            },
             evaluation={"enabled": True, "split": "test", "scorer": "numeric", "max_items": 200},
             step=120,
             total_steps=120,
@@ -333,15 +503,31 @@ def seed_training_run(url: str, dataset_id: int, *, teacher_model: str) -> int:
             output_dir="/data/hardlabel/training/run-1",
             model_path="/data/hardlabel/training/run-1/final",
             results={
-                "items": 200, "scorer": "numeric", "source": f"test split of dataset {dataset_id}",
+                "items": 200,
+                "scorer": "numeric",
+                "source": f"test split of dataset {dataset_id}",
                 "teacher": {"model": teacher_model, "items": 200, "correct": 191, "accuracy": 0.955},
-                "student_before": {"model": "/models/student-tiny", "items": 200, "correct": 3, "accuracy": 0.015},
-                "student_after": {"model": "/data/hardlabel/training/run-1/final", "items": 200, "correct": 186,
-                                  "accuracy": 0.93},
+                "student_before": {
+                    "model": "/models/student-tiny",
+                    "items": 200,
+                    "correct": 3,
+                    "accuracy": 0.015,
+                },
+                "student_after": {
+                    "model": "/data/hardlabel/training/run-1/final",
+                    "items": 200,
+                    "correct": 186,
+                    "accuracy": 0.93,
+                },
                 "ratio": 0.974,
                 "examples": [
-                    {"question": "What is 17+21?", "reference": "38", "teacher": "38", "student_before": "7",
-                     "student_after": "38"},
+                    {
+                        "question": "What is 17+21?",
+                        "reference": "38",
+                        "teacher": "38",
+                        "student_before": "7",
+                        "student_after": "38",
+                    },
                 ],
             },
             created_at=now - timedelta(minutes=9),
@@ -352,16 +538,24 @@ def seed_training_run(url: str, dataset_id: int, *, teacher_model: str) -> int:
         session.flush()
         for data in loss_curve(120, 2, 10):
             session.add(TrainingMetric(training_run_id=run.id, step=data["step"], data=data))
-        for i, (kind, message) in enumerate([
-            ("queued", "training run queued on dataset version"),
-            ("claimed", "claimed by worker gpu-node-1:4242"),
-            ("preflight", "mask check passed: prompt tokens ignored, answer tokens trained"),
-            ("checkpoint", "checkpoint-60 saved"),
-            ("checkpoint", "checkpoint-120 saved"),
-            ("evaluated", "student 0.930 vs teacher 0.955 (ratio 0.974) on 200 items"),
-            ("finished", "training run succeeded"),
-        ]):
-            session.add(Event(training_run_id=run.id, kind=kind, message=message,
-                              created_at=now - timedelta(minutes=8) + timedelta(seconds=50 * i)))
+        for i, (kind, message) in enumerate(
+            [
+                ("queued", "training run queued on dataset version"),
+                ("claimed", "claimed by worker gpu-node-1:4242"),
+                ("preflight", "mask check passed: prompt tokens ignored, answer tokens trained"),
+                ("checkpoint", "checkpoint-60 saved"),
+                ("checkpoint", "checkpoint-120 saved"),
+                ("evaluated", "student 0.930 vs teacher 0.955 (ratio 0.974) on 200 items"),
+                ("finished", "training run succeeded"),
+            ]
+        ):
+            session.add(
+                Event(
+                    training_run_id=run.id,
+                    kind=kind,
+                    message=message,
+                    created_at=now - timedelta(minutes=8) + timedelta(seconds=50 * i),
+                )
+            )
         session.flush()
         return run.id

@@ -50,12 +50,18 @@ def test_create_a_version_from_the_current_query_and_export_it(
     expect(page.locator("#preview-train")).to_have_text(str(expected_rows - test_rows))
     expect(page.locator("#preview-test")).to_have_text(str(test_rows))
     expect(page.locator("#preview-stage")).to_have_text("answer")
-    assert api.get("/v1/datasets", params={"name": "arithmetic-verified"}).json()["total"] == 0  # nothing stored yet
+    assert (
+        api.get("/v1/datasets", params={"name": "arithmetic-verified"}).json()["total"] == 0
+    )  # nothing stored yet
     screenshot(page, "curate")
 
     page.click("#create-version")
-    expect(page.locator("#confirm-title")).to_have_text(f"Create “arithmetic-verified” with {expected_rows} rows?")
-    expect(page.locator("#confirm-text")).to_contain_text(f"{expected_rows - test_rows} train and {test_rows} test")
+    expect(page.locator("#confirm-title")).to_have_text(
+        f"Create “arithmetic-verified” with {expected_rows} rows?"
+    )
+    expect(page.locator("#confirm-text")).to_contain_text(
+        f"{expected_rows - test_rows} train and {test_rows} test"
+    )
     page.click("#confirm-ok")
     expect(page).to_have_url(re.compile(r"/ui/datasets/\d+$"))
     expect(page.locator("#version-title")).to_have_text("arithmetic-verified v1")
@@ -78,16 +84,22 @@ def test_create_a_version_from_the_current_query_and_export_it(
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(lines) == expected_rows - test_rows
     assert set(lines[0]) >= {"prompt", "completion"}
-    expect(page.locator("#export-status")).to_contain_text("Downloaded arithmetic-verified-v1-prompt_completion-train.jsonl")
+    expect(page.locator("#export-status")).to_contain_text(
+        "Downloaded arithmetic-verified-v1-prompt_completion-train.jsonl"
+    )
 
     page.goto("/ui/datasets")
-    expect(page.locator(f"#versions tr[data-dataset-id='{version['id']}']")).to_contain_text(version["digest"][:12])
+    expect(page.locator(f"#versions tr[data-dataset-id='{version['id']}']")).to_contain_text(
+        version["digest"][:12]
+    )
 
 
 def test_conditions_a_version_cannot_take_are_named(admin_page: Page, seeded: Seeded) -> None:
     page = admin_page
     page.goto(f"/ui/datasets?job_id={seeded.self_instruct_job}&q=photosynthesis&score_min=6&new=1")
-    expect(page.locator("#dropped-conditions")).to_contain_text("text search (photosynthesis), minimum score (6)")
+    expect(page.locator("#dropped-conditions")).to_contain_text(
+        "text search (photosynthesis), minimum score (6)"
+    )
     page.fill("#version-form [name=job_ids]", "abc")
     page.click("#preview-version")
     expect(page.locator("#problem")).to_contain_text("query.job_ids")

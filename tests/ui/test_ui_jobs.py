@@ -30,7 +30,9 @@ def test_jobs_list_shows_status_progress_and_updates_live(
 
     # The worker moves on: the page polls and shows it without a reload.
     with transaction(ui_database_url) as session:
-        session.execute(update(Job).where(Job.id == seeded.running_job).values(items_done=250, samples_written=250))
+        session.execute(
+            update(Job).where(Job.id == seeded.running_job).values(items_done=250, samples_written=250)
+        )
     try:
         expect(running).to_contain_text("250 / 500 items · 50%", timeout=10_000)
     finally:

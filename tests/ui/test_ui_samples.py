@@ -10,11 +10,17 @@ from ui.factories import Seeded
 
 
 def listed_ids(page: Page) -> list[int]:
-    return [int(v) for v in page.locator("#sample-list li[data-sample-id]").evaluate_all(
-        "items => items.map(li => li.dataset.sampleId)")]
+    return [
+        int(v)
+        for v in page.locator("#sample-list li[data-sample-id]").evaluate_all(
+            "items => items.map(li => li.dataset.sampleId)"
+        )
+    ]
 
 
-def test_filter_samples_the_url_carries_the_query(admin_page: Page, seeded: Seeded, api: httpx.Client) -> None:
+def test_filter_samples_the_url_carries_the_query(
+    admin_page: Page, seeded: Seeded, api: httpx.Client
+) -> None:
     page = admin_page
     job = seeded.self_instruct_job
     page.goto(f"/ui/samples?job_id={job}")

@@ -8,7 +8,9 @@ from ui.conftest import screenshot, sign_in_as
 from ui.factories import Seeded
 
 
-def test_sign_in_rejects_a_bad_token_then_signs_in(page: Page, seeded: Seeded, page_errors: list[str]) -> None:
+def test_sign_in_rejects_a_bad_token_then_signs_in(
+    page: Page, seeded: Seeded, page_errors: list[str]
+) -> None:
     page.goto("/ui/jobs")
     expect(page).to_have_url("/ui/sign-in?reason=signed-out&next=%2Fui%2Fjobs")
     expect(page.locator("#sign-in-notice")).to_have_text("Sign in with an API token to continue.")
@@ -38,7 +40,9 @@ def test_a_revoked_or_unknown_token_sends_back_to_sign_in_with_a_reason(
 ) -> None:
     sign_in_as(context, "hl_expired-or-revoked")
     page.goto(f"/ui/samples?job_id={seeded.arithmetic_job}")
-    expect(page).to_have_url(f"/ui/sign-in?reason=expired&next=%2Fui%2Fsamples%3Fjob_id%3D{seeded.arithmetic_job}")
+    expect(page).to_have_url(
+        f"/ui/sign-in?reason=expired&next=%2Fui%2Fsamples%3Fjob_id%3D{seeded.arithmetic_job}"
+    )
     expect(page.locator("#sign-in-notice")).to_contain_text("no longer accepted")
     expect(page.locator("body")).not_to_contain_text("Traceback")
 

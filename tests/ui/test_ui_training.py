@@ -44,21 +44,34 @@ def test_a_running_runs_loss_curve_grows_live(admin_page: Page, seeded: Seeded, 
     assert seeded.dataset_id is not None
     curve = loss_curve(40, 2, 10)
     with transaction(ui_database_url) as session:
-        run = TrainingRun(dataset_id=seeded.dataset_id, status="running", student={"model": "/models/student-tiny"},
-                          method="lora", config={"method": "lora"}, step=10, total_steps=40,
-                          started_at=datetime.now(UTC))
+        run = TrainingRun(
+            dataset_id=seeded.dataset_id,
+            status="running",
+            student={"model": "/models/student-tiny"},
+            method="lora",
+            config={"method": "lora"},
+            step=10,
+            total_steps=40,
+            started_at=datetime.now(UTC),
+        )
         session.add(run)
         session.flush()
         run_id = run.id
-        session.add_all(TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[:5])
+        session.add_all(
+            TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[:5]
+        )
     page = admin_page
     page.goto(f"/ui/training/{run_id}")
     expect(page.locator("#run-status")).to_have_text("running")
     expect(page.locator("#loss-chart path.series-loss")).to_have_attribute("data-points", "5")
     with transaction(ui_database_url) as session:
-        session.add_all(TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[5:12])
+        session.add_all(
+            TrainingMetric(training_run_id=run_id, step=row["step"], data=row) for row in curve[5:12]
+        )
         session.get_one(TrainingRun, run_id).step = 24
-    expect(page.locator("#loss-chart path.series-loss")).to_have_attribute("data-points", "12", timeout=10_000)
+    expect(page.locator("#loss-chart path.series-loss")).to_have_attribute(
+        "data-points", "12", timeout=10_000
+    )
     expect(page.locator("#loss-chart path.series-eval_loss")).to_have_attribute("data-points", "2")
     expect(page.locator("#run-progress-text")).to_contain_text("step 24 / 40")
     with transaction(ui_database_url) as session:

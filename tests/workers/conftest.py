@@ -11,7 +11,7 @@ import pytest
 # The queue tests' factories (an isolated database, jobs as the API creates them) serve here too.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "queue"))
 
-from queue_factories import clean_queue, queue_db_url  # noqa: E402
+from queue_factories import clean_queue, queue_db_url
 
 __all__ = ["clean_queue", "queue_db_url", "tiny_teacher"]
 

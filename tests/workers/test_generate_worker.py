@@ -18,7 +18,9 @@ from service.workers.runner import run_worker
 from service.workers.sample_store import insert_samples, sample_rows
 
 
-def test_a_job_runs_to_completion_with_every_sample_stored(clean_queue: str, tiny_teacher: dict[str, Any]) -> None:
+def test_a_job_runs_to_completion_with_every_sample_stored(
+    clean_queue: str, tiny_teacher: dict[str, Any]
+) -> None:
     url = clean_queue
     job_id, task_ids = create_job(
         url, items=10, shard_size=4, spec=generate_recipe(10), teacher=tiny_teacher, params={"chunk_size": 3}
@@ -30,7 +32,8 @@ def test_a_job_runs_to_completion_with_every_sample_stored(clean_queue: str, tin
     assert (job.items_done, job.samples_written) == (10, 20)
     assert job.tokens_in > 0
     assert job.tokens_out == 20 * 24  # ignore_eos: every completion is max_tokens long
-    assert job.started_at is not None and job.finished_at is not None
+    assert job.started_at is not None
+    assert job.finished_at is not None
     assert sample_stats(url, job_id) == (20, 20)
     assert all(task_row(url, t).status == "succeeded" for t in task_ids)
     assert [task_row(url, t).cursor for t in task_ids] == [4, 4, 2]
@@ -57,10 +60,14 @@ def test_a_job_runs_to_completion_with_every_sample_stored(clean_queue: str, tin
     assert kinds[-1] == "finished"
 
 
-def test_the_job_seed_drives_sampling_and_reruns_reproduce(clean_queue: str, tiny_teacher: dict[str, Any]) -> None:
+def test_the_job_seed_drives_sampling_and_reruns_reproduce(
+    clean_queue: str, tiny_teacher: dict[str, Any]
+) -> None:
     url = clean_queue
     jobs = [
-        create_job(url, items=4, shard_size=4, spec=generate_recipe(4, n=1), teacher=tiny_teacher, seed=seed)[0]
+        create_job(url, items=4, shard_size=4, spec=generate_recipe(4, n=1), teacher=tiny_teacher, seed=seed)[
+            0
+        ]
         for seed in (1, 1, 2)
     ]
     run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
@@ -98,7 +105,9 @@ def test_a_redone_chunk_writes_nothing_twice(clean_queue: str) -> None:
         )
         for i in range(2)
     ]
-    chunk = ChunkResult(item_indices=[0, 1], samples=samples, prompt_tokens=10, completion_tokens=5, elapsed_seconds=0)
+    chunk = ChunkResult(
+        item_indices=[0, 1], samples=samples, prompt_tokens=10, completion_tokens=5, elapsed_seconds=0
+    )
     ctx = TaskContext(queue_settings(url), url, "w", task, threading.Event())
     job = GenerateJob(job_id=job_id, recipe_spec={}, teacher={}, seed=0, chunk_size=2)
 
@@ -122,7 +131,9 @@ def test_a_redone_chunk_writes_nothing_twice(clean_queue: str) -> None:
     assert failed[5] == {"note": "nul \ufffd inside json"}
 
 
-def test_a_teacher_that_cannot_load_fails_the_job_at_once(clean_queue: str, tiny_teacher: dict[str, Any]) -> None:
+def test_a_teacher_that_cannot_load_fails_the_job_at_once(
+    clean_queue: str, tiny_teacher: dict[str, Any]
+) -> None:
     url = clean_queue
     missing = {**tiny_teacher, "model": "/nonexistent/teacher"}
     job_id, (task_id,) = create_job(
@@ -131,29 +142,37 @@ def test_a_teacher_that_cannot_load_fails_the_job_at_once(clean_queue: str, tiny
     run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
     row = task_row(url, task_id)
     assert (row.status, row.attempts) == ("failed", 1)
-    assert row.last_error is not None and "/nonexistent/teacher" in row.last_error
+    assert "/nonexistent/teacher" in (row.last_error or "")
     job = job_row(url, job_id)
     assert job.status == "failed"
-    assert job.error is not None and "failed to load" in job.error
+    assert "failed to load" in (job.error or "")
 
 
 def test_bad_teacher_config_and_bad_recipe_fail_with_a_precise_error(
     clean_queue: str, tiny_teacher: dict[str, Any]
 ) -> None:
     url = clean_queue
-    bad_teacher, _ = create_job(url, items=1, shard_size=1, spec=generate_recipe(1), teacher={**tiny_teacher, "dtyp": 1})
-    bad_recipe, _ = create_job(url, items=1, shard_size=1, spec={"name": "x", "stages": []}, teacher=tiny_teacher)
+    bad_teacher, _ = create_job(
+        url, items=1, shard_size=1, spec=generate_recipe(1), teacher={**tiny_teacher, "dtyp": 1}
+    )
+    bad_recipe, _ = create_job(
+        url, items=1, shard_size=1, spec={"name": "x", "stages": []}, teacher=tiny_teacher
+    )
     run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
     teacher_error = job_row(url, bad_teacher).error
-    assert teacher_error is not None and "invalid teacher config: dtyp" in teacher_error
+    assert "invalid teacher config: dtyp" in (teacher_error or "")
     recipe_error = job_row(url, bad_recipe).error
-    assert recipe_error is not None and "invalid recipe" in recipe_error
+    assert "invalid recipe" in (recipe_error or "")
 
 
 def test_cancel_stops_generation_within_one_chunk(clean_queue: str, tiny_teacher: dict[str, Any]) -> None:
     url = clean_queue
     job_id, _ = create_job(
-        url, items=80, shard_size=80, spec=generate_recipe(80, max_tokens=48), teacher=tiny_teacher,
+        url,
+        items=80,
+        shard_size=80,
+        spec=generate_recipe(80, max_tokens=48),
+        teacher=tiny_teacher,
         params={"chunk_size": 2},
     )
     stop = threading.Event()
@@ -164,7 +183,9 @@ def test_cancel_stops_generation_within_one_chunk(clean_queue: str, tiny_teacher
     wait_until(lambda: checkpoints(url, job_id) >= 2, what="two checkpoints")
     with transaction(url) as session:  # what the API's cancel does
         session.execute(
-            text("UPDATE task SET status = 'cancelled' WHERE job_id = :id AND status IN ('queued', 'running')"),
+            text(
+                "UPDATE task SET status = 'cancelled' WHERE job_id = :id AND status IN ('queued', 'running')"
+            ),
             {"id": job_id},
         )
         session.execute(text("UPDATE job SET status = 'cancelled' WHERE id = :id"), {"id": job_id})

@@ -62,7 +62,8 @@ def sample_stats(url: str, job_id: int) -> tuple[int, int]:
     with transaction(url) as session:
         row = session.execute(
             text(
-                "SELECT count(*), count(DISTINCT (item_index, stage, sample_index)) FROM sample WHERE job_id = :j"
+                "SELECT count(*), count(DISTINCT (item_index, stage, sample_index)) FROM sample "
+                "WHERE job_id = :j"
             ),
             {"j": job_id},
         ).one()
