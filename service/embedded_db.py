@@ -389,6 +389,8 @@ def _write_handles(data_dir: Path, pids: list[int]) -> None:
 
 def _release_handle(data_dir: Path) -> None:
     """At exit: unregister this process; the last live one stops the server."""
+    if not (data_dir / "PG_VERSION").exists():
+        return  # removed meanwhile
     try:
         with _start_lock(data_dir):
             handles = _read_handles(data_dir)

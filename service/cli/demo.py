@@ -766,7 +766,8 @@ class Demo:
                 self.say(
                     f"training a {shape} from scratch on {len(data.rows):,} ground-truth additions until "
                     f"{percent(options.teacher_target)} of {len(data.validation)} validation questions are "
-                    f"right (checked every {TEACHER_ROUND_STEPS} steps, at most {options.teacher_max_steps:,})"
+                    f"right (checked every {TEACHER_ROUND_STEPS} steps, at most "
+                    f"{options.teacher_max_steps:,})"
                 )
                 result = self._train_teacher(folder, data)
                 note[0] = f"{result['steps']:,} steps"
@@ -894,8 +895,8 @@ class Demo:
                 eta = "–" if p["eta_seconds"] is None else duration(p["eta_seconds"])
                 info = (
                     f"{job['status']} · {p['samples_written']:,} samples · "
-                    f"{rate(p['items_per_second'], 'items/s')} · {rate(p['tokens_out_per_second'], 'tok/s')} · "
-                    f"ETA {eta}"
+                    f"{rate(p['items_per_second'], 'items/s')} · "
+                    f"{rate(p['tokens_out_per_second'], 'tok/s')} · ETA {eta}"
                 )
                 bars.update(bar, completed=p["items_done"], total=p["items_total"] or None, info=info)
                 if job["status"] in FINISHED:
@@ -1180,7 +1181,8 @@ class Demo:
             table.add_row("student / teacher", f"{shown_ratio}{goal}   (goal ≥ {RATIO_GOAL})")
             table.add_row(
                 "evaluated on",
-                f"{results.get('items', 0)} items of {results.get('source', '–')} ({results.get('scorer', '')})",
+                f"{results.get('items', 0)} items of {results.get('source', '–')} "
+                f"({results.get('scorer', '')} match)",
             )
             filtered = outcome.generated - outcome.kept
             by_filter = ", ".join(f"{name} {n:,}" for name, n in outcome.failed_by_filter.items())
@@ -1192,8 +1194,8 @@ class Demo:
             counts = outcome.dataset.get("row_counts", {})
             table.add_row(
                 "dataset",
-                f"{outcome.dataset.get('name')} v{outcome.dataset.get('version')}: train {counts.get('train', 0):,}, "
-                f"test {counts.get('test', 0):,} → {outcome.export_dir}",
+                f"{outcome.dataset.get('name')} v{outcome.dataset.get('version')}: "
+                f"train {counts.get('train', 0):,}, test {counts.get('test', 0):,} → {outcome.export_dir}",
             )
             table.add_row("student model", str(outcome.run.get("model_path")))
             self.console.print(table)

@@ -209,7 +209,7 @@ def up(host: str | None, port: int | None, no_worker: bool) -> None:
     sock = bind_socket(host or settings.host, settings.port if port is None else port)
     url = public_url(settings, sock)
     secret = first_admin_token(settings)
-    click.echo(f"hardlabel is up: {url}  (API docs: {url}/docs)")
+    click.echo(f"hardlabel is up: {url}  (review UI: {url}/ui · API docs: {url}/docs)")
     if secret:
         click.echo("admin token (shown once, keep it; more with `hardlabel token create`):")
         click.echo(f"  export HARDLABEL_TOKEN={secret}")

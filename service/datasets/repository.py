@@ -51,41 +51,40 @@ def copy_teacher_rows(
     """INSERT … SELECT the matching samples' current text as rows 0..n-1 (by sample id); one statement.
 
     The split ranks samples by md5("<seed>:<sample id>") (per job when stratified) and puts the
-    round(test_fraction × n) first-ranked ones in `test`.
+    round(test_fraction × n) first-ranked ones in `test`. Ranking and numbering sort ids only;
+    the text is joined in afterwards.
     """
-    chosen = (
-        select(
-            Sample.id.label("sample_id"),
-            Sample.job_id.label("job_id"),
-            current_question().label("question"),
-            current_answer().label("answer"),
-        )
-        .where(*conditions)
-        .order_by(Sample.id)
-    )
+    # Sorting a million ids fits in memory with this; the default (4 MB) spills to disk.
+    session.execute(text("SET LOCAL work_mem = '128MB'"))
+    chosen_query = select(Sample.id, Sample.job_id).where(*conditions).order_by(Sample.id)
     if limit is not None:
-        chosen = chosen.limit(limit)
-    s = chosen.subquery("s")
+        chosen_query = chosen_query.limit(limit)
+    chosen = chosen_query.cte("chosen")
     split: ColumnElement[str]
     if test_fraction > 0:
-        key = func.md5(literal(f"{split_seed}:", String) + cast(s.c.sample_id, String))
-        partition = [s.c.job_id] if stratify_by_job else None
-        rank = func.row_number().over(partition_by=partition, order_by=(key, s.c.sample_id))
+        key = func.md5(literal(f"{split_seed}:", String) + cast(chosen.c.id, String))
+        partition = [chosen.c.job_id] if stratify_by_job else None
+        rank = func.row_number().over(partition_by=partition, order_by=(key, chosen.c.id))
         size = func.count().over(partition_by=partition)
         split = case((rank <= func.round(size * test_fraction), "test"), else_="train")
     else:
         split = literal("train", String)
+    ranked = select(
+        chosen.c.id.label("sample_id"),
+        (func.row_number().over(order_by=chosen.c.id) - 1).label("row_index"),
+        split.label("split"),
+    ).cte("ranked")
     rows = select(
         literal(dataset_id),
-        func.row_number().over(order_by=s.c.sample_id) - 1,
-        split,
+        ranked.c.row_index,
+        ranked.c.split,
         literal("teacher", String),
-        s.c.sample_id,
-        s.c.question,
-        s.c.answer,
+        Sample.id,
+        current_question(),
+        current_answer(),
         literal(system, String),
-        func.jsonb_build_object("job_id", s.c.job_id),
-    )
+        func.jsonb_build_object("job_id", Sample.job_id),
+    ).join_from(ranked, Sample, Sample.id == ranked.c.sample_id)
     columns = [
         "dataset_id",
         "row_index",

@@ -9,7 +9,7 @@ never moved again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -33,7 +33,13 @@ class TaskRef(Protocol):
     def training_run_id(self) -> int | None: ...
 
 
-def owner_ids(task: TaskRef) -> dict[str, int | None]:
+class OwnerIds(TypedDict):
+    job_id: int | None
+    filter_run_id: int | None
+    training_run_id: int | None
+
+
+def owner_ids(task: TaskRef) -> OwnerIds:
     """Keyword arguments for record_event: the task's owner ids."""
     return {
         "job_id": task.job_id,

@@ -22,7 +22,7 @@ from generator.engines.base import TeacherConfig
 from service.events import record_event
 from service.queue.leases import LeaseLost
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
-from service.workers.sample_store import insert_samples, sample_rows
+from service.workers.sample_store import SampleRow, insert_samples, sample_rows
 from service.workers.teachers import TEACHERS, TeacherLoadError
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
             )
             for chunk in chunks:
                 ctx.check_lease()
-                cursor = _store_chunk(ctx, job, chunk, item_start, cursor)
+                cursor = store_chunk(ctx, job.job_id, chunk, item_start, cursor)
                 if item_start + cursor >= item_end:
                     return TaskOutcome.DONE
                 if ctx.stop_requested:
@@ -109,22 +109,53 @@ def shard_range(task_id: int, payload: dict[str, Any]) -> tuple[int, int]:
     return start, end
 
 
-def _store_chunk(ctx: TaskContext, job: GenerateJob, chunk: ChunkResult, item_start: int, cursor: int) -> int:
-    """Persist one chunk in one fenced transaction; returns the new cursor."""
+def store_chunk(ctx: TaskContext, job_id: int, chunk: ChunkResult, item_start: int, cursor: int) -> int:
+    """Persist one generated chunk of the task's shard; returns the new cursor."""
+    return write_chunk(
+        ctx,
+        job_id,
+        ChunkWrite(
+            items=sorted(chunk.item_indices),
+            rows=sample_rows(job_id, chunk.samples),
+            prompt_tokens=chunk.prompt_tokens,
+            completion_tokens=chunk.completion_tokens,
+            seconds=chunk.elapsed_seconds,
+        ),
+        item_start,
+        cursor,
+    )
+
+
+@dataclass(frozen=True)
+class ChunkWrite:
+    """What one chunk's transaction stores: its items' sample rows and token counts."""
+
+    items: list[int]
+    rows: list[SampleRow]
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: int, cursor: int) -> int:
+    """One fenced transaction: samples (exactly once), the shard's cursor, the job's counters, an event.
+
+    Returns the new cursor. The transaction is retried while the database is unreachable; a retry
+    after a commit whose answer was lost finds the cursor already moved and writes nothing.
+    """
     task = ctx.task
+    items = chunk.items
     expected_first = item_start + cursor
-    items = sorted(chunk.item_indices)
-    if items != list(range(expected_first, expected_first + len(items))):
+    if not items or items != list(range(expected_first, expected_first + len(items))):
         raise RuntimeError(f"chunk items {items[:3]}... do not continue the shard at item {expected_first}")
     new_cursor = cursor + len(items)
-    rows = sample_rows(job.job_id, chunk.samples)
 
     def write(session: Session, committed: int) -> int:
         if committed == new_cursor:
             return 0  # this chunk's earlier commit went through; only its answer was lost
         if committed != cursor:
             raise LeaseLost(task.id, f"the shard's cursor moved to {committed} (expected {cursor})")
-        inserted = insert_samples(session, rows)
+        inserted = insert_samples(session, chunk.rows)
         session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": new_cursor, "id": task.id})
         session.execute(
             text(
@@ -136,21 +167,21 @@ def _store_chunk(ctx: TaskContext, job: GenerateJob, chunk: ChunkResult, item_st
                 "s": inserted,
                 "tin": chunk.prompt_tokens,
                 "tout": chunk.completion_tokens,
-                "id": job.job_id,
+                "id": job_id,
             },
         )
         record_event(
             session,
             "checkpoint",
             f"task {task.id}: items {items[0]}–{items[-1]} done, {inserted} samples written",
-            job_id=job.job_id,
+            job_id=job_id,
             task_id=task.id,
             data={
                 "worker_id": ctx.worker_id,
                 "cursor": new_cursor,
                 "items": len(items),
                 "samples": inserted,
-                "seconds": round(chunk.elapsed_seconds, 3),
+                "seconds": round(chunk.seconds, 3),
             },
         )
         return inserted
@@ -162,7 +193,7 @@ def _store_chunk(ctx: TaskContext, job: GenerateJob, chunk: ChunkResult, item_st
         items[0],
         items[-1],
         inserted,
-        chunk.elapsed_seconds,
+        chunk.seconds,
     )
     return new_cursor
 

@@ -39,6 +39,11 @@ class SharedEngine:
         self.users = 0
 
     @property
+    def engine(self) -> Engine:
+        """The wrapped engine (benchmarks reach the raw `vllm.LLM` through it)."""
+        return self._engine
+
+    @property
     def model_id(self) -> str:
         return self._engine.model_id
 

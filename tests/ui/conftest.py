@@ -189,6 +189,6 @@ def samples_url(query: str) -> re.Pattern[str]:
     return re.compile(re.escape(f"/ui/samples?{query}") + r"(#sample-\d+)?$")
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)

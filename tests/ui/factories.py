@@ -235,10 +235,10 @@ def _verify(session: Session, run_id: int, ids: list[int], rows: list[dict[str, 
 def seed_all(url: str) -> Seeded:
     rng = random.Random(1234)
     with transaction(url) as session:
-        admin, admin_secret = issue_token(session, role="admin", name="ada (admin)")
+        _, admin_secret = issue_token(session, role="admin", name="ada (admin)")
         reviewer, reviewer_secret = issue_token(session, role="reviewer", name="rui (reviewer)")
         _, viewer_secret = issue_token(session, role="viewer", name="vic (viewer)")
-        teacher = {
+        teacher: dict[str, Any] = {
             "model": "/models/qwen-teacher",
             "engine": "vllm",
             "dtype": "float32",
@@ -271,7 +271,7 @@ def seed_all(url: str) -> Seeded:
                 ("finished", "job succeeded: 48 samples in 2 min"),
             ],
         )
-        rows = []
+        rows: list[dict[str, Any]] = []
         for item, topic in enumerate(TOPICS):
             for n in range(3):
                 answer = _answer(rng, topic)

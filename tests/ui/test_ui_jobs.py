@@ -70,7 +70,7 @@ def test_job_page_shows_recipe_teacher_counts_charts_and_events(admin_page: Page
     expect(page.locator("#chart-score rect.bar-rect").first).to_be_visible()
     expect(page.locator("#events li")).to_have_count(6)
     expect(page.locator("#shards tbody tr")).to_have_count(2)
-    screenshot(page, "job")
+    screenshot(page, "job", full_page=True)
 
     page.click("#exact-counts")
     summary = page.locator("#exact-summary")
@@ -88,10 +88,12 @@ def test_unknown_or_malformed_job_ids_read_as_messages(admin_page: Page) -> None
     expect(page.locator("#problem")).to_contain_text("Not Found")
 
     response = page.goto("/ui/jobs/not-a-number")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     expect(page.locator("#not-found-message")).to_contain_text("is not a job id")
 
     response = page.goto("/ui/no-such-page")
-    assert response is not None and response.status == 404
+    assert response is not None
+    assert response.status == 404
     expect(page.locator("#not-found-message")).to_contain_text("There is no page at /ui/no-such-page")
     expect(page.locator("body")).not_to_contain_text("Traceback")

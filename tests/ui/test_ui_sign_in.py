@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from playwright.sync_api import BrowserContext, Page, expect
 
+from service.auth import issue_token, revoke_token
+from service.db.session import transaction
 from ui.conftest import screenshot, sign_in_as
 from ui.factories import Seeded
 
@@ -36,14 +38,23 @@ def test_sign_in_rejects_a_bad_token_then_signs_in(
 
 
 def test_a_revoked_or_unknown_token_sends_back_to_sign_in_with_a_reason(
-    page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str]
+    page: Page, context: BrowserContext, seeded: Seeded, ui_database_url: str, page_errors: list[str]
 ) -> None:
-    sign_in_as(context, "hl_expired-or-revoked")
+    with transaction(ui_database_url) as session:
+        token, secret = issue_token(session, role="reviewer", name="soon revoked")
+    sign_in_as(context, secret)
+    page.goto("/ui/jobs")
+    expect(page.locator("#who-name")).to_have_text("soon revoked")
+
+    with transaction(ui_database_url) as session:
+        revoke_token(session, token.id)
     page.goto(f"/ui/samples?job_id={seeded.arithmetic_job}")
     expect(page).to_have_url(
         f"/ui/sign-in?reason=expired&next=%2Fui%2Fsamples%3Fjob_id%3D{seeded.arithmetic_job}"
     )
-    expect(page.locator("#sign-in-notice")).to_contain_text("no longer accepted")
+    expect(page.locator("#sign-in-notice")).to_contain_text(
+        "no longer accepted (unknown, revoked or expired)"
+    )
     expect(page.locator("body")).not_to_contain_text("Traceback")
 
 

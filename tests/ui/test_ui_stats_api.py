@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ def client(ui_database_url: str, seeded: Seeded) -> Iterator[TestClient]:
         yield test_client
 
 
-def all_samples(client: TestClient, **query: object) -> list[dict[str, object]]:
+def all_samples(client: TestClient, **query: Any) -> list[dict[str, Any]]:
     response = client.get("/v1/samples", params={**query, "limit": 200})
     assert response.status_code == 200, response.text
     assert response.json()["next_cursor"] is None
@@ -50,7 +51,8 @@ def test_sample_stats_are_exact_for_small_selections(client: TestClient, seeded:
     # Every answer falls in exactly the bar the histogram counts it in.
     lengths = [len(str(s["answer"])) for s in samples]
     bars = stats["answer_chars"]
-    assert bars[0]["lo"] == min(lengths) and bars[-1]["hi"] > max(lengths)
+    assert bars[0]["lo"] == min(lengths)
+    assert bars[-1]["hi"] > max(lengths)
     assert [b["count"] for b in bars] == [sum(b["lo"] <= n < b["hi"] for n in lengths) for b in bars]
     # Whole-number judge scores get one bar per value.
     scores = Counter(float(str(s["score"])) for s in samples)
@@ -89,7 +91,7 @@ def test_sampling_percent_is_bounded_by_rows_read() -> None:
 def test_count_is_exact_or_says_it_is_an_estimate(
     client: TestClient, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    query = {"job_id": seeded.self_instruct_job, "review_status": "accepted,rejected"}
+    query: dict[str, Any] = {"job_id": seeded.self_instruct_job, "review_status": "accepted,rejected"}
     counted = client.get("/v1/stats/samples/count", params=query).json()
     assert counted == {"count": len(all_samples(client, **query)), "exact": True}
     monkeypatch.setattr(repository, "count_within", lambda *args: None)  # as if counting timed out
@@ -99,13 +101,13 @@ def test_count_is_exact_or_says_it_is_an_estimate(
 
 
 def test_count_gives_up_at_its_time_limit(client: TestClient, ui_database_url: str) -> None:
-    from sqlalchemy import literal_column
+    from sqlalchemy import ColumnElement, literal_column
 
     from service.db.session import session_factory
 
     with session_factory(ui_database_url)() as session:
         before = session.connection().exec_driver_sql("SHOW statement_timeout").scalar()
-        slow = [literal_column("pg_sleep(0.5) IS NOT NULL")]
+        slow: list[ColumnElement[bool]] = [literal_column("pg_sleep(0.5) IS NOT NULL")]
         assert repository.count_within(session, slow, timeout_ms=50) is None
         # The transaction is usable afterwards, with the previous timeout back.
         assert repository.count_within(session, [], timeout_ms=5_000) is not None

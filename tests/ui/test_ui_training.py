@@ -37,7 +37,12 @@ def test_run_page_draws_the_loss_curve_and_the_evaluation(admin_page: Page, seed
     expect(page.locator("#evaluation")).to_contain_text("Student reaches 97.4% of the teacher's accuracy")
     expect(page.locator("#checkpoints li")).to_have_count(2)
     expect(page.locator("#events li")).to_have_count(7)
-    screenshot(page, "training-run")
+    screenshot(page, "training-run", full_page=True)
+
+    page.goto("/ui/training/99999999")
+    expect(page.locator("#problem")).to_contain_text("training run 99999999 does not exist")
+    page.goto("/ui/datasets/99999999")
+    expect(page.locator("#problem")).to_contain_text("dataset version 99999999 does not exist")
 
 
 def test_a_running_runs_loss_curve_grows_live(admin_page: Page, seeded: Seeded, ui_database_url: str) -> None:
@@ -102,7 +107,8 @@ def test_admins_launch_a_run_and_bad_settings_read_as_messages(
     stored = api.get(f"/v1/training-runs/{run_id}").json()
     assert stored["config"]["learning_rate"] == 0.001
     assert stored["config"]["max_steps"] == 5
-    assert "model" not in stored["student"] and stored["student"]["from_scratch"]["layers"] == 4
+    assert "model" not in stored["student"]
+    assert stored["student"]["from_scratch"]["layers"] == 4
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#cancel-run")

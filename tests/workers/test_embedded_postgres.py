@@ -36,9 +36,9 @@ def state_root() -> Iterator[Path]:
     root = ROOT / ".tmp" / f"embedded-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True)
     yield root
-    for data_dir in root.iterdir():
-        if (data_dir / "PG_VERSION").exists():
-            remove_embedded_postgres(data_dir)
+    for version_file in root.rglob("PG_VERSION"):
+        if version_file.parent.name != "base":  # not a database folder inside a data folder
+            remove_embedded_postgres(version_file.parent)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -47,6 +47,13 @@ def server_pid(data_dir: Path) -> int | None:
         return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
     except FileNotFoundError:
         return None
+
+
+def is_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # init may reap it late
+    except psutil.NoSuchProcess:
+        return False
 
 
 def answers(url: str) -> bool:
@@ -120,7 +127,7 @@ def test_an_orphaned_server_is_reused_then_stopped_by_its_last_user(state_root: 
     assert reused.returncode == 0, reused.stderr
     assert reused.stdout.strip() == url
     assert server_pid(data_dir) is None
-    assert not psutil.pid_exists(orphan)
+    assert not is_running(orphan)
     assert json.loads((data_dir / HANDLES_FILE).read_text()) == []
 
 

@@ -13,7 +13,7 @@ from generator.samples import ChunkResult, GeneratedSample
 from service.db.session import transaction
 from service.queue.claims import claim_tasks
 from service.workers.context import TaskContext
-from service.workers.generate import GenerateJob, _store_chunk
+from service.workers.generate import store_chunk
 from service.workers.runner import run_worker
 from service.workers.sample_store import insert_samples, sample_rows
 
@@ -109,11 +109,10 @@ def test_a_redone_chunk_writes_nothing_twice(clean_queue: str) -> None:
         item_indices=[0, 1], samples=samples, prompt_tokens=10, completion_tokens=5, elapsed_seconds=0
     )
     ctx = TaskContext(queue_settings(url), url, "w", task, threading.Event())
-    job = GenerateJob(job_id=job_id, recipe_spec={}, teacher={}, seed=0, chunk_size=2)
 
-    assert _store_chunk(ctx, job, chunk, item_start=0, cursor=0) == 2
+    assert store_chunk(ctx, job_id, chunk, item_start=0, cursor=0) == 2
     # The same chunk again, as if the first commit's answer had been lost: recognised by the cursor.
-    assert _store_chunk(ctx, job, chunk, item_start=0, cursor=0) == 2
+    assert store_chunk(ctx, job_id, chunk, item_start=0, cursor=0) == 2
     stored = job_row(url, job_id)
     assert (stored.items_done, stored.samples_written, stored.tokens_in, stored.tokens_out) == (2, 2, 10, 5)
     assert task_row(url, task_id).cursor == 2

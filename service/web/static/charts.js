@@ -42,7 +42,7 @@ function empty(container, message) {
 }
 
 function fmtEdge(value) {
-  return Number.isInteger(value) ? compact(value) : value.toPrecision(3);
+  return Number.isInteger(value) ? compact(value) : String(+value.toPrecision(3));
 }
 
 // Vertical bars; buckets are [{lo, hi, count}].
@@ -65,18 +65,27 @@ export function histogram(container, buckets, { label = "histogram", emptyText =
       class: "bar-rect", x: left + i * barW + 1, y: top + plotH - barH, width: Math.max(barW - 2, 1), height: barH,
       "data-count": b.count,
     });
-    rect.append(s("title", {}, `${fmtEdge(b.lo)} – ${fmtEdge(b.hi)}: ${num(b.count)}`));
+    const range = b.hi - b.lo === 1 && Number.isInteger(b.lo) ? fmtEdge(b.lo) : `${fmtEdge(b.lo)} – ${fmtEdge(b.hi)}`;
+    rect.append(s("title", {}, `${range}: ${num(b.count)}`));
     svg.append(rect);
   });
   svg.append(s("line", { class: "axis", x1: left, x2: W - right, y1: top + plotH, y2: top + plotH }));
-  const labelEvery = Math.ceil(buckets.length / 5);
-  buckets.forEach((b, i) => {
-    if (i % labelEvery === 0) {
-      svg.append(s("text", { x: left + i * barW, y: H - 8, "text-anchor": "start" }, fmtEdge(b.lo)));
-    }
-  });
-  const last = buckets[buckets.length - 1];
-  svg.append(s("text", { x: W - right, y: H - 8, "text-anchor": "end" }, fmtEdge(last.hi)));
+  // Whole-number bars (a 1–10 judge score) are labelled by their value; ranges by their edges.
+  const discrete = buckets.every((b) => b.hi - b.lo === 1 && Number.isInteger(b.lo));
+  if (discrete) {
+    buckets.forEach((b, i) => {
+      svg.append(s("text", { x: left + (i + 0.5) * barW, y: H - 8, "text-anchor": "middle" }, fmtEdge(b.lo)));
+    });
+  } else {
+    const labelEvery = Math.ceil(buckets.length / 5);
+    buckets.forEach((b, i) => {
+      if (i % labelEvery === 0) {
+        svg.append(s("text", { x: left + i * barW, y: H - 8, "text-anchor": "start" }, fmtEdge(b.lo)));
+      }
+    });
+    const last = buckets[buckets.length - 1];
+    svg.append(s("text", { x: W - right, y: H - 8, "text-anchor": "end" }, fmtEdge(last.hi)));
+  }
   replace(container, svg);
 }
 

@@ -1,0 +1,391 @@
+"""Service throughput: a job through the queue and a worker vs raw vLLM, and sample ingest vs COPY.
+
+(a) End to end: the same N prompts × T output tokens (forced with min_tokens/ignore_eos, same
+    per-request seeds) go through
+    - raw:      prompts chat-templated and tokenized *before* timing, then one `LLM.generate` call;
+    - service:  a job row + its shard tasks are created, then an in-process worker (`run_worker`,
+                exit when idle) claims the shards, runs the recipe chunk by chunk and stores every
+                sample with its fenced checkpoint; timed from job creation until the worker
+                returned with the job succeeded and all N × n samples stored.
+    Both use one `vllm.LLM` loaded before timing (model load excluded from both). Rounds alternate;
+    the best round of each is compared. Goal: service ≥ 0.95 × raw.
+(b) Ingest: the stored samples of (a), replicated to --ingest-rows rows, written
+    - worker:   the worker's per-chunk transaction (fence, INSERT ... ON CONFLICT DO NOTHING from
+                column arrays, cursor, job counters, checkpoint event), chunk after chunk;
+    - COPY:     one raw `COPY sample FROM STDIN` of the same rows in one transaction.
+    Reported as rows/s and their ratio.
+
+The database: a scratch database created on --database-url / HARDLABEL_DATABASE_URL's server, or
+on the embedded Postgres under .hardlabel/ when neither is set; dropped at the end.
+
+    .venv/bin/python bench/service.py                      # tiny model under bench/out/
+    .venv/bin/python bench/service.py --prompts 2048 --chunk-size 256 --model DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="model folder (default: build a tiny model)")
+    parser.add_argument("--prompts", type=int, default=512)
+    parser.add_argument("--tokens", type=int, default=64, help="output tokens per prompt")
+    parser.add_argument("--chunk-size", type=int, default=64, help="items per fenced chunk (service default)")
+    parser.add_argument("--shard-size", type=int, default=256, help="items per task (service default)")
+    parser.add_argument("--concurrency", type=int, default=1, help="tasks the worker runs at once")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side")
+    parser.add_argument("--ingest-rows", type=int, default=50_000)
+    parser.add_argument("--max-model-len", type=int, default=512)
+    parser.add_argument("--database-url", help="a Postgres server to create the scratch database on")
+    parser.add_argument("--min-ratio", type=float, help="exit 1 if service/raw is below this")
+    return parser.parse_args()
+
+
+def tiny_model() -> Path:
+    from trainer.tiny_model import TinyModelSpec, build_tiny_model
+
+    out = ROOT / "bench" / "out" / "tiny-l4-h128-v512"
+    if not (out / "config.json").exists():
+        print(f"building a tiny model in {out} ...", flush=True)
+        build_tiny_model(out, TinyModelSpec())
+    return out
+
+
+def scratch_database(server_url: str | None) -> tuple[str, str]:
+    """(scratch database URL, admin URL) on the given server, or on the embedded one."""
+    from sqlalchemy import create_engine, make_url, text
+
+    from service.db.migrate import upgrade
+
+    if server_url is None:
+        from service.embedded_db import start_embedded_postgres
+        from service.settings import Settings
+
+        server_url = start_embedded_postgres(Settings().home / "postgres")
+    server = make_url(server_url)
+    admin_url = server.set(database="postgres").render_as_string(hide_password=False)
+    name = f"hardlabel_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url, admin_url
+
+
+def drop_database(url: str, admin_url: str) -> None:
+    from sqlalchemy import create_engine, make_url, text
+
+    from service.db.session import get_engine
+
+    get_engine.cache_clear()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def recipe_spec(n: int, tokens: int) -> dict[str, Any]:
+    sampling = {"temperature": 1.0, "max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True}
+    return {
+        "name": "bench",
+        "seed": 0,
+        "seeds": {"values": {"i": list(range(n))}},
+        "stages": [
+            {
+                "name": "answer",
+                "messages": [{"role": "user", "content": "Write a short story about item {{ i }}."}],
+                "sampling": sampling,
+            }
+        ],
+    }
+
+
+def create_job(url: str, spec: dict[str, Any], teacher: dict[str, Any], args: argparse.Namespace) -> int:
+    """A recipe row, a job row and its shard tasks, as the API creates them."""
+    from service.db.models import Job, Recipe
+    from service.db.session import transaction
+    from service.queue.enqueue import enqueue_tasks, shard_ranges
+
+    with transaction(url) as session:
+        recipe = Recipe(name=f"bench-{uuid.uuid4().hex[:8]}", version=1, spec=spec, digest=uuid.uuid4().hex)
+        session.add(recipe)
+        session.flush()
+        job = Job(
+            recipe_id=recipe.id,
+            teacher=teacher,
+            items_total=args.prompts,
+            params={"chunk_size": args.chunk_size},
+            seed=0,
+        )
+        session.add(job)
+        session.flush()
+        ranges = shard_ranges(args.prompts, args.shard_size)
+        enqueue_tasks(
+            session, "generate", [{"item_start": s, "item_end": e} for s, e in ranges], job_id=job.id
+        )
+        return job.id
+
+
+def job_summary(url: str, job_id: int) -> tuple[str, int, int]:
+    from sqlalchemy import text
+
+    from service.db.session import transaction
+
+    with transaction(url) as session:
+        status, tokens_out = session.execute(
+            text("SELECT status, tokens_out FROM job WHERE id = :j"), {"j": job_id}
+        ).one()
+        stored = session.execute(
+            text("SELECT count(*) FROM sample WHERE job_id = :j"), {"j": job_id}
+        ).scalar_one()
+    return str(status), int(tokens_out), int(stored)
+
+
+def ingest_rows(url: str, job_id: int, total: int) -> list[Any]:
+    """The stored samples of a job, replicated under fresh item indices to ``total`` rows."""
+    from sqlalchemy import text
+
+    from service.db.session import transaction
+    from service.workers.sample_store import SampleRow
+
+    with transaction(url) as session:
+        stored = session.execute(
+            text(
+                "SELECT item_index, stage, sample_index, parent_sample_index, question, answer, raw_text, "
+                "parsed, parse_status, parse_error, score, inputs, provenance FROM sample WHERE job_id = :j "
+                "ORDER BY item_index, sample_index"
+            ),
+            {"j": job_id},
+        ).all()
+    rows = []
+    for k in range(total):
+        s = stored[k % len(stored)]
+        rows.append(
+            SampleRow(
+                job_id=0,
+                item_index=k,
+                stage=s.stage,
+                sample_index=0,
+                parent_sample_index=s.parent_sample_index,
+                question=s.question,
+                answer=s.answer,
+                raw_text=s.raw_text,
+                parsed=s.parsed,
+                parse_status=s.parse_status,
+                parse_error=s.parse_error,
+                score=s.score,
+                inputs=s.inputs,
+                provenance=s.provenance,
+            )
+        )
+    return rows
+
+
+def time_worker_ingest(url: str, rows: list[Any], chunk_rows: int, spec: dict[str, Any]) -> float:
+    """Seconds to store ``rows`` through the worker's per-chunk fenced transaction."""
+    from dataclasses import replace
+
+    from service.db.session import transaction
+    from service.queue.claims import claim_tasks
+    from service.settings import Settings
+    from service.workers.context import TaskContext
+    from service.workers.generate import ChunkWrite, write_chunk
+
+    args = argparse.Namespace(prompts=len(rows), chunk_size=chunk_rows, shard_size=len(rows))
+    job_id = create_job(url, spec, {"model": "bench"}, args)
+    with transaction(url) as session:
+        (task,) = claim_tasks(session, "bench-ingest", ["generate"], 1, 600.0)
+    ctx = TaskContext(
+        Settings(database_url=url, lease_seconds=600), url, "bench-ingest", task, threading.Event()
+    )
+    own = [replace(r, job_id=job_id) for r in rows]
+    # Rows are prepared up front (the pipeline hands them over); the timed part is the write path.
+    chunks = [
+        ChunkWrite([r.item_index for r in part], part, 0, 0, 0.0)
+        for part in (own[start : start + chunk_rows] for start in range(0, len(own), chunk_rows))
+    ]
+    cursor = 0
+    started = time.perf_counter()
+    for chunk in chunks:
+        cursor = write_chunk(ctx, job_id, chunk, 0, cursor)
+    elapsed = time.perf_counter() - started
+    assert cursor == len(rows)
+    return elapsed
+
+
+def time_copy(url: str, rows: list[Any], spec: dict[str, Any]) -> float:
+    """Seconds for one raw COPY of ``rows`` into the sample table (one transaction)."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+    from sqlalchemy import make_url
+
+    from service.workers.sample_store import COLUMNS, JSON_COLUMNS
+
+    args = argparse.Namespace(prompts=len(rows), chunk_size=len(rows), shard_size=len(rows))
+    job_id = create_job(url, spec, {"model": "bench"}, args)
+    names = [name for name, _ in COLUMNS]
+    values = [
+        [
+            job_id
+            if name == "job_id"
+            else (
+                Jsonb(v) if name in JSON_COLUMNS and (v := getattr(r, name)) is not None else getattr(r, name)
+            )
+            for name in names
+        ]
+        for r in rows
+    ]
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(f"COPY sample ({', '.join(names)}) FROM STDIN") as copy:
+            for value in values:
+                copy.write_row(value)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ.setdefault("TMPDIR", str(ROOT / ".tmp"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    (ROOT / ".tmp").mkdir(exist_ok=True)
+    model = args.model or tiny_model()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    on_cpu = not torch.cuda.is_available()
+
+    from generator.engines.base import TeacherConfig
+    from generator.pipeline import request_seed
+    from generator.recipe import load_recipe
+    from service.settings import Settings
+    from service.workers.runner import run_worker
+    from service.workers.teachers import TEACHERS
+
+    server_url = args.database_url or os.environ.get("HARDLABEL_DATABASE_URL")
+    url, admin_url = scratch_database(server_url)
+    print(f"scratch database {url}", flush=True)
+    try:
+        teacher = TeacherConfig(model=str(model), max_model_len=args.max_model_len, enforce_eager=on_cpu)
+        if on_cpu:
+            teacher = teacher.model_copy(update={"dtype": "float32"})
+        teacher_json = teacher.model_dump(mode="json")
+        n, tokens = args.prompts, args.tokens
+        spec = recipe_spec(n, tokens)
+        recipe = load_recipe(spec)
+        settings = Settings(database_url=url, poll_seconds=0.02, heartbeat_seconds=5, reaper_seconds=5)
+
+        with TEACHERS.use(teacher) as shared:  # loaded once, before any timing; the worker reuses it
+            from vllm import SamplingParams
+
+            llm = shared.engine.llm  # type: ignore[attr-defined]
+            tokenizer = llm.get_tokenizer()
+            raw_prompts = [
+                {
+                    "prompt_token_ids": tokenizer(
+                        tokenizer.apply_chat_template(
+                            [{"role": "user", "content": f"Write a short story about item {i}."}],
+                            tokenize=False,
+                            add_generation_prompt=True,
+                        ),
+                        add_special_tokens=False,
+                    )["input_ids"]
+                }
+                for i in range(n)
+            ]
+            raw_params = [
+                SamplingParams(
+                    temperature=1.0,
+                    max_tokens=tokens,
+                    min_tokens=tokens,
+                    ignore_eos=True,
+                    seed=request_seed(recipe, i, 0, None),
+                )
+                for i in range(n)
+            ]
+
+            def run_raw() -> float:
+                started = time.perf_counter()
+                outputs = llm.generate(raw_prompts, raw_params, use_tqdm=False)
+                elapsed = time.perf_counter() - started
+                produced = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+                if produced != n * tokens:
+                    raise SystemExit(f"raw produced {produced} tokens, expected {n * tokens}")
+                return elapsed
+
+            last_job = 0
+
+            def run_service() -> float:
+                nonlocal last_job
+                started = time.perf_counter()
+                last_job = create_job(url, spec, teacher_json, args)
+                run_worker(settings, ["generate"], concurrency=args.concurrency, exit_when_idle=True)
+                elapsed = time.perf_counter() - started
+                status, produced, stored = job_summary(url, last_job)
+                if (status, produced, stored) != ("succeeded", n * tokens, n):
+                    raise SystemExit(f"service job ended {status} with {produced} tokens, {stored} samples")
+                return elapsed
+
+            llm.generate(raw_prompts[:8], raw_params[:8], use_tqdm=False)  # warm-up
+            timings: dict[str, list[float]] = {"raw": [], "service": []}
+            for round_number in range(1, args.rounds + 1):
+                for name, runner in (("raw", run_raw), ("service", run_service)):
+                    elapsed = runner()
+                    timings[name].append(elapsed)
+                    rate = n * tokens / elapsed
+                    print(f"round {round_number} {name:8} {elapsed:7.2f} s  {rate:10,.0f} tok/s", flush=True)
+
+        raw_best = n * tokens / min(timings["raw"])
+        service_best = n * tokens / min(timings["service"])
+
+        rows = ingest_rows(url, last_job, args.ingest_rows)
+        chunk_rows = args.chunk_size  # one stored sample per item in this recipe
+        ingest: dict[str, list[float]] = {"worker": [], "copy": []}
+        for _ in range(args.rounds):
+            ingest["worker"].append(len(rows) / time_worker_ingest(url, rows, chunk_rows, spec))
+            ingest["copy"].append(len(rows) / time_copy(url, rows, spec))
+        worker_best, copy_best = max(ingest["worker"]), max(ingest["copy"])
+    finally:
+        TEACHERS.close()
+        drop_database(url, admin_url)
+
+    ratio = service_best / raw_best
+    print()
+    print(
+        f"model {model}  prompts {n} × {tokens} tokens  shard {args.shard_size}  chunk {args.chunk_size}  "
+        f"concurrency {args.concurrency}  rounds {args.rounds}  (model load excluded from both)"
+    )
+    print(f"(a) raw vllm.LLM.generate        {raw_best:10,.0f} output tok/s (best round)")
+    print(f"    service job, submit→stored   {service_best:10,.0f} output tok/s (best round)")
+    print(f"    ratio service/raw            {ratio:10.3f}  (goal >= 0.95)")
+    sizes = f"({len(rows):,} rows, {chunk_rows}-row chunks)"
+    print(f"(b) worker insert path           {worker_best:10,.0f} rows/s {sizes}")
+    print(f"    raw COPY                     {copy_best:10,.0f} rows/s (one COPY)")
+    print(f"    ratio worker/COPY            {worker_best / copy_best:10.3f}")
+    if args.min_ratio is not None and ratio < args.min_ratio:
+        print(f"below --min-ratio {args.min_ratio}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
