@@ -77,11 +77,22 @@ def start_embedded_postgres(data_dir: Path, *, stop_at_exit: bool = True) -> str
     """
     data_dir = Path(os.path.abspath(data_dir.expanduser()))
     root = data_dir.parent
-    root.mkdir(parents=True, exist_ok=True)
-    _ensure_runtime_dir(root)
     server_user = _server_user()
     if server_user is not None:
-        _check_reachable_by(server_user, root)
+        _check_reachable(server_user, [folder for folder in root.parents if folder.exists()])
+    root.mkdir(parents=True, exist_ok=True)
+    _ensure_runtime_dir(root)
+    if server_user is not None:
+        install = _bin_dir().parent
+        binaries = [install / "bin" / name for name in ("postgres", "initdb", "pg_ctl")]
+        _check_reachable(
+            server_user, [*install.parents, install, *(install / d for d in ("bin", "lib", "share"))]
+        )
+        _check_reachable(server_user, binaries)
+        # The state root is ours: the server user may traverse it (o+x only, never o+r).
+        mode = root.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            root.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
     with _start_lock(data_dir):
         _ensure_initialised(data_dir, server_user)
         socket_dir = _running_socket_dir(data_dir)
@@ -197,29 +208,17 @@ def _bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _check_reachable_by(user: str, root: Path) -> None:
-    """Refuse (never chmod) when the server user cannot reach the state root or the binaries.
-
-    Only the state root itself is ours to open up (o+x, traverse only).
-    """
-    problems: list[Path] = []
-    install = _bin_dir().parent
-    needed = [*root.parents, *install.parents, install, *(install / d for d in ("bin", "lib", "share"))]
-    needed += [install / "bin" / name for name in ("postgres", "initdb", "pg_ctl")]
-    for path in needed:
-        if not path.stat().st_mode & stat.S_IXOTH:
-            problems.append(path)
-    if problems:
-        first = sorted(set(problems))[0]
+def _check_reachable(user: str, paths: list[Path]) -> None:
+    """Refuse (never chmod) when the server user cannot pass through one of ``paths`` (o+x)."""
+    blocked = sorted(path for path in paths if not path.stat().st_mode & stat.S_IXOTH)
+    if blocked:
+        first = blocked[0]
         raise EmbeddedPostgresError(
             f"cannot start the embedded Postgres: as root it runs as the user '{user}', which cannot "
             f"enter {first} (mode {stat.filemode(first.stat().st_mode)}); hardlabel does not change "
             f"permissions outside its state folder. Put the state folder under a folder everyone may "
             f"enter (HARDLABEL_HOME=/srv/hardlabel) or use your own server (HARDLABEL_DATABASE_URL)."
         )
-    mode = root.stat().st_mode
-    if not mode & stat.S_IXOTH:
-        root.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 @contextlib.contextmanager

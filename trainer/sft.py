@@ -57,6 +57,7 @@ class TrainResult:
     output_dir: str
     model_path: str
     global_step: int
+    total_steps: int  # above global_step when a callback stopped training early (e.g. cancel)
     train_loss: float | None
     tokens_per_second: float
     checkpoints: list[str]
@@ -86,7 +87,9 @@ def train(
     """Fine-tune a student on a prompt–completion dataset and write `output_dir/final`.
 
     Args:
-        dataset_path: an exported dataset folder or a .jsonl/.parquet file (see `load_prompt_completion`).
+        dataset_path: an exported dataset folder or a .jsonl/.parquet file (see `load_prompt_completion`);
+            trains on its "train" split; a "validation" or "eval" split (else `spec.eval_split` of
+            the train rows) gives the eval loss. A "test" split is left for scoring generations.
         student: a model folder or hub id; None when `from_scratch` is given.
         output_dir: checkpoints, metrics, the final model and its adapter go here.
         spec: the validated hyper-parameters.
@@ -95,7 +98,9 @@ def train(
         resume: continue from the last complete checkpoint in `output_dir` (same data order).
         metrics_path: JSON-lines metrics file; defaults to `output_dir/metrics.jsonl`.
         lineage: recorded in the model card, e.g. dataset version id and digest, teacher, recipe.
-        callbacks: extra `transformers.TrainerCallback`s (e.g. cancellation).
+        callbacks: extra `transformers.TrainerCallback`s. One that sets `control.should_training_stop`
+            ends training early and `train` still saves `final` (global_step < total_steps); one that
+            raises aborts the run and the next call resumes from the last checkpoint.
         progress: called after every step with {step, total_steps, loss, tokens_per_second, ...}.
 
     Raises:
@@ -181,6 +186,7 @@ def _train(
         output_dir=str(output_dir),
         model_path=str(final_dir),
         global_step=int(trainer.state.global_step),
+        total_steps=int(trainer.state.max_steps),
         train_loss=float(outcome.training_loss) if outcome.training_loss is not None else None,
         tokens_per_second=round(tokens / runtime, 2) if runtime > 0 else 0.0,
         checkpoints=[str(path) for path in list_checkpoints(output_dir)],
@@ -303,6 +309,8 @@ def _save_final(
             _replace_dir(adapter_dir, lambda tmp: model.save_pretrained(tmp))
             # vLLM and transformers load a merged model directly; the adapter stays for PEFT users.
             model = model.merge_and_unload()
+        # Training turns the KV cache off; the saved model is for generation.
+        model.config.use_cache = True
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         if final_dir.exists():

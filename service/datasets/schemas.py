@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.filters.stored_text import StoredText
 from service.limits import BIGINT_MAX, INT_MAX
 from service.reviews.schemas import Tag
 
@@ -26,10 +27,10 @@ class DatasetQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_ids: list[int] = Field(min_length=1, max_length=1000)
-    stage: str | None = Field(
+    stage: StoredText | None = Field(
         default=None, min_length=1, max_length=100, description="Default: the jobs' answer stage."
     )
-    require_passed: list[str] = Field(
+    require_passed: list[Annotated[StoredText, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=32, description="Filter names every row must have passed."
     )
     review_status: list[ReviewStatus] | Literal["accepted_or_unreviewed_passed_all"] = Field(
@@ -81,9 +82,9 @@ class SplitSpec(BaseModel):
 class GroundTruthRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1)
-    answer: str = Field(min_length=1)
-    system: str | None = None
+    question: StoredText = Field(min_length=1)
+    answer: StoredText = Field(min_length=1)
+    system: StoredText | None = None
 
 
 class GroundTruthSpec(BaseModel):
@@ -112,7 +113,7 @@ class DatasetCreate(BaseModel):
     query: DatasetQuery
     split: SplitSpec | None = None
     ground_truth: GroundTruthSpec | None = None
-    system: str | None = Field(
+    system: StoredText | None = Field(
         default=None, max_length=100_000, description="System prompt stored with every teacher row."
     )
 

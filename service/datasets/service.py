@@ -17,6 +17,7 @@ from service.datasets.schemas import ACCEPTED_OR_UNREVIEWED_PASSED_ALL, DatasetC
 from service.db.models import DatasetVersion, Sample
 from service.errors import NotFoundError, ValidationProblem
 from service.filters.conditions import passed_all_condition, passed_conditions
+from service.filters.schemas import redacted_filter_spec
 from service.filters.selection import current_answer, selection_conditions
 from service.filters.stages import resolve_stage
 from service.reviews.conditions import review_status_condition, tags_condition
@@ -152,7 +153,7 @@ def _lineage(
             "status": run.status,
             "created_at": run.created_at.isoformat(),
             "selection": run.spec.get("selection"),
-            "filters": run.spec.get("filters"),
+            "filters": [redacted_filter_spec(f) for f in run.spec.get("filters") or []],
         }
         for run in repository.filter_runs(session, sorted(run_ids))
     ]

@@ -9,8 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 from service.filters.selection import SampleSelection
 from service.filters.specs import FilterSpec
+from service.filters.stored_text import no_nul_anywhere
 
 FilterRunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def redacted_filter_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored filter spec as shown to users: a judge teacher's api_key replaced by ***."""
+    teacher = ((spec.get("params") or {}).get("judge") or {}).get("teacher") or {}
+    if not teacher.get("api_key"):
+        return spec
+    judge = {**spec["params"]["judge"], "teacher": {**teacher, "api_key": "***"}}
+    return {**spec, "params": {**spec["params"], "judge": judge}}
 
 
 class FilterRunCreate(BaseModel):
@@ -20,6 +30,11 @@ class FilterRunCreate(BaseModel):
 
     selection: SampleSelection
     filters: list[FilterSpec] = Field(min_length=1, max_length=32)
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _storable(cls, filters: Any) -> Any:
+        return no_nul_anywhere(filters)  # specs are stored as JSONB
 
     @field_validator("filters")
     @classmethod
@@ -78,9 +93,10 @@ class FilterRunOut(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def filters(self) -> list[dict[str, Any]]:
+        """The filter specs as submitted (a judge pass's teacher api_key redacted)."""
         value = self.spec.get("filters", [])
         assert isinstance(value, list)
-        return value
+        return [redacted_filter_spec(spec) for spec in value]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

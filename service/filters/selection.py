@@ -8,15 +8,16 @@ stable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
+from service.filters.stored_text import StoredText
 from service.limits import BIGINT_MAX
 
-JobId = Field(ge=1, le=BIGINT_MAX)
+JobId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
 
 class SampleSelection(BaseModel):
@@ -24,8 +25,10 @@ class SampleSelection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_ids: list[int] = Field(min_length=1, max_length=1000, description="Jobs whose samples are selected.")
-    stage: str | None = Field(
+    job_ids: list[JobId] = Field(
+        min_length=1, max_length=1000, description="Jobs whose samples are selected."
+    )
+    stage: StoredText | None = Field(
         default=None,
         min_length=1,
         max_length=100,

@@ -126,7 +126,7 @@ class NearDupParams(_Params):
         default=128, ge=16, le=1024, description="MinHash permutations (precision vs cost)."
     )
     keep: KeepOrder = "first_id"
-    against_datasets: list[int] = Field(
+    against_datasets: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
         default_factory=list,
         max_length=100,
         description="Dataset version ids whose rows count as earlier copies (a sample similar to one fails).",
@@ -191,14 +191,68 @@ class JsonSchemaParams(_Params):
         return schema
 
 
+JUDGE_VARIABLES = ("question", "answer", "inputs")
+
+
+class JudgeMessage(_Params):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1, description="Jinja2 template over question, answer, inputs.")
+
+
+class JudgePass(_Params):
+    """Score every selected sample now with a teacher (a judge prompt), instead of reading the
+    score a judge stage wrote. Runs in the filter worker; the score lands in the verdict."""
+
+    teacher: dict[str, Any] = Field(description="A teacher config, as for jobs (model, engine, options).")
+    messages: list[JudgeMessage] = Field(min_length=1, max_length=20)
+    score_min: float = Field(default=1, description="Lowest score the judge may give.")
+    score_max: float = Field(default=10, description="Highest score the judge may give.")
+    structured: bool = Field(
+        default=True,
+        description="Constrain the reply to a number in [score_min, score_max] (structured outputs).",
+    )
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=16, ge=1, le=4096)
+    seed: int = Field(default=0, ge=0, description="Per-request seeds are seed + sample id.")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, teacher: dict[str, Any]) -> dict[str, Any]:
+        from generator.engines.base import TeacherConfig
+
+        return TeacherConfig.model_validate(teacher).model_dump(mode="json", exclude_defaults=True)
+
+    @field_validator("messages")
+    @classmethod
+    def _templates(cls, messages: list[JudgeMessage]) -> list[JudgeMessage]:
+        from generator.templates import TemplateError, compile_template
+
+        if messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        for i, message in enumerate(messages):
+            try:
+                compile_template(message.content, name=f"messages[{i}]", variables=JUDGE_VARIABLES)
+            except TemplateError as exc:
+                raise ValueError(str(exc)) from exc
+        return messages
+
+    @model_validator(mode="after")
+    def _range(self) -> JudgePass:
+        if self.score_min >= self.score_max:
+            raise ValueError("score_max must be greater than score_min")
+        return self
+
+
 class JudgeScoreParams(_Params):
-    """Keep samples whose judge score (written by a judge stage) lies within [min, max]."""
+    """Keep samples whose judge score lies within [min, max]: the score a judge stage wrote, or
+    (with `judge`) the score a judge pass run by the filter gives now."""
 
     min: float | None = None
     max: float | None = None
     missing: Literal["fail", "pass"] = Field(
-        default="fail", description="Verdict for samples no judge scored."
+        default="fail", description="Verdict for samples without a score (or whose judge reply has none)."
     )
+    judge: JudgePass | None = None
 
     @model_validator(mode="after")
     def _range(self) -> JudgeScoreParams:

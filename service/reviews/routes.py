@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from service.dependencies import Reviewer, SessionDep, Viewer
+from service.filters.stored_text import StoredText
 from service.limits import BIGINT_MAX
 from service.reviews import service
 from service.reviews.schemas import BulkReview, BulkReviewResult, ReviewSummary, SampleReviewPatch
@@ -24,7 +25,7 @@ def review_summary(
     session: SessionDep,
     job_id: Annotated[int, Query(ge=1, le=BIGINT_MAX, description="The job to summarise.")],
     stage: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Default: the job's answer stage.")
+        StoredText | None, Query(min_length=1, max_length=100, description="Default: the job's answer stage.")
     ] = None,
 ) -> ReviewSummary:
     """Accepted / rejected / pending of a job's samples, overall and by filter outcome."""

@@ -7,11 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from service.filters.stored_text import StoredText
 from service.samples.query import SampleQuery
 
 ReviewAction = Literal["accept", "reject", "reset"]
 # Tags are listed comma-separated in query strings, so a tag holds no comma.
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^,\s](?:[^,]*[^,\s])?$")]
+Tag = Annotated[
+    StoredText, StringConstraints(min_length=1, max_length=100, pattern=r"^[^,\s](?:[^,]*[^,\s])?$")
+]
 MAX_TEXT_CHARS = 1_000_000
 
 
@@ -24,10 +27,10 @@ class SampleReviewPatch(BaseModel):
         default=None,
         description="accept / reject (recorded with the reviewer and time), reset (back to pending).",
     )
-    question: str | None = Field(
+    question: StoredText | None = Field(
         default=None, min_length=1, max_length=MAX_TEXT_CHARS, description="New question text (a revision)."
     )
-    answer: str | None = Field(
+    answer: StoredText | None = Field(
         default=None, min_length=1, max_length=MAX_TEXT_CHARS, description="New answer text (a revision)."
     )
     restore: list[Literal["question", "answer"]] = Field(
@@ -35,7 +38,9 @@ class SampleReviewPatch(BaseModel):
     )
     tags_add: list[Tag] = Field(default_factory=list, max_length=50)
     tags_remove: list[Tag] = Field(default_factory=list, max_length=50)
-    note: str | None = Field(default=None, max_length=10_000, description='Free text; null or "" clears it.')
+    note: StoredText | None = Field(
+        default=None, max_length=10_000, description='Free text; null or "" clears it.'
+    )
 
     @model_validator(mode="after")
     def _something_to_do(self) -> SampleReviewPatch:

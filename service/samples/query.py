@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
 from service.filters.conditions import failed_condition, passed_conditions, score_conditions
+from service.filters.stored_text import no_nul
 from service.limits import BIGINT_MAX
 from service.reviews.conditions import review_status_condition, reviewer_condition, tags_condition
 
@@ -57,7 +58,7 @@ class SampleQuery(BaseModel):
     def _comma_lists(cls, value: Any) -> Any:
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
-            split = [part.strip() for item in items for part in item.split(",") if part.strip()]
+            split = [no_nul(part.strip()) for item in items for part in item.split(",") if part.strip()]
             return split or None
         return value
 

@@ -1,7 +1,10 @@
 """Training-run payloads. Read from ORM rows with from_attributes (no ORM import here).
 
-The hyper-parameters are the trainer library's own `TrainingSpec` (a light pydantic model, no ML
-import), so the API refuses exactly what the trainer would refuse, with the field path.
+The API process must not import the trainer library (its modules reach TRL and transformers), so
+the hyper-parameters a client may set are declared here with the same fields, defaults and bounds
+as `trainer.config.TrainingSpec`, and the student shapes with `trainer.tiny_model.TinyModelSpec`'s
+rules; tests/training/test_training_logic.py fails when the two drift apart. The worker validates
+the stored values again with the trainer's own models.
 """
 
 from __future__ import annotations
@@ -16,15 +19,27 @@ from service.filters.specs import VerifierParams
 from service.jobs.schemas import REDACTED, EventOut
 from service.limits import BIGINT_MAX, INT_MAX
 from service.training.progress import TrainingProgress, compute_progress
-from trainer.config import TrainingSpec
-from trainer.tiny_model import TinyModelSpec
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Scorer = Literal["exact", "normalized", "numeric", "regex"]
+LrScheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+]
+# Bytes 256 + the tiny models' special tokens (trainer.tiny_model.MIN_VOCAB).
+MIN_SCRATCH_VOCAB = 260
 
 __all__ = [
     "EvaluationSettings",
     "EventOut",
+    "Hyperparameters",
     "MetricOut",
     "RunStatus",
     "StudentSpec",
@@ -34,6 +49,56 @@ __all__ = [
 ]
 
 
+class Hyperparameters(BaseModel):
+    """TRL SFT settings a client may set (TrainingSpec without `method`); everything else: TRL defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float | None = Field(
+        default=None, gt=0, le=1.0, description="Peak learning rate; unset: 2e-5 (full) or 2e-4 (LoRA)."
+    )
+    num_train_epochs: float = Field(default=1.0, gt=0, le=1000)
+    max_steps: int = Field(default=-1, ge=-1, le=10_000_000, description="-1: train for num_train_epochs.")
+    per_device_train_batch_size: int = Field(default=8, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    max_length: int = Field(default=1024, ge=8, le=1_048_576, description="Tokens per sequence (or pack).")
+    packing: bool = False
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    lr_scheduler_type: LrScheduler = "linear"
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    eval_split: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Fraction of the train rows held out for eval loss when the dataset has no eval split.",
+    )
+    eval_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Unset: logging_steps.")
+    save_steps: int = Field(default=500, ge=1, le=10_000_000, description="Checkpoint interval in steps.")
+    save_total_limit: int | None = Field(default=2, ge=1, le=1000, description="Checkpoints kept on disk.")
+    logging_steps: int = Field(default=10, ge=1, le=100_000)
+    lora_r: int = Field(default=16, ge=1, le=1024)
+    lora_alpha: int = Field(default=32, ge=1, le=4096)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear",
+        description="Module names to adapt, or 'all-linear' (every linear but the LM head).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Hyperparameters:
+        if self.max_steps == 0:
+            raise ValueError("max_steps must be -1 (use num_train_epochs) or at least 1")
+        if self.warmup_ratio and self.warmup_steps:
+            raise ValueError("set warmup_ratio or warmup_steps, not both")
+        if isinstance(self.lora_target_modules, list) and (
+            not self.lora_target_modules or not all(name.strip() for name in self.lora_target_modules)
+        ):
+            raise ValueError("lora_target_modules must be 'all-linear' or a non-empty list of module names")
+        return self
+
+
 class ScratchShapes(BaseModel):
     """A new tiny Llama trained from random weights (its tokenizer is trained on the dataset's rows)."""
 
@@ -41,17 +106,20 @@ class ScratchShapes(BaseModel):
 
     layers: int = Field(default=4, ge=1, le=128)
     hidden: int = Field(default=128, ge=8, le=16384)
-    heads: int = Field(default=4, ge=1, le=1024)
+    heads: int = Field(default=4, ge=1, le=16384)
     intermediate: int | None = Field(default=None, ge=1, le=1_000_000, description="Default: 4 × hidden.")
-    vocab: int = Field(default=512, ge=260, le=1_000_000)
+    vocab: int = Field(default=512, ge=MIN_SCRATCH_VOCAB, le=1_000_000)
     max_position: int = Field(default=512, ge=16, le=1_048_576)
     split_digits: bool = Field(default=True, description="One token per digit (arithmetic tasks).")
     seed: int = Field(default=0, ge=0, le=INT_MAX)
 
     @model_validator(mode="after")
     def _buildable(self) -> ScratchShapes:
-        # The trainer's own rules (e.g. an even head size for rotary embeddings).
-        TinyModelSpec.from_dict(self.model_dump())
+        if self.hidden % self.heads or (self.hidden // self.heads) % 2:
+            # Rotary position embeddings rotate pairs of dimensions: each head needs an even size.
+            raise ValueError(
+                f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}) with an even head size"
+            )
         return self
 
 
@@ -158,20 +226,11 @@ class TrainingRunCreate(BaseModel):
     dataset_id: int = Field(ge=1, le=BIGINT_MAX, description="The dataset version to train on.")
     student: StudentSpec
     method: Literal["full", "lora"] = "full"
-    hyperparameters: TrainingSpec = Field(
-        default_factory=TrainingSpec, description="TRL SFT settings (a validated subset of SFTConfig)."
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="TRL SFT settings (a validated subset of SFTConfig)."
     )
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")
-
-    @model_validator(mode="after")
-    def _method(self) -> TrainingRunCreate:
-        spec = self.hyperparameters
-        if "method" in spec.model_fields_set and spec.method != self.method:
-            raise ValueError(f"hyperparameters.method ({spec.method}) differs from method ({self.method})")
-        if spec.method != self.method:
-            self.hyperparameters = spec.model_copy(update={"method": self.method})
-        return self
 
 
 class ModelScore(BaseModel):
@@ -217,7 +276,7 @@ class TrainingRunOut(BaseModel):
     dataset_id: int
     student: dict[str, Any]
     method: str
-    config: dict[str, Any] = Field(description="The hyper-parameters (a TrainingSpec).")
+    config: dict[str, Any] = Field(description="The hyper-parameters (TrainingSpec fields, with `method`).")
     evaluation: dict[str, Any] = Field(description="Evaluation settings, the teacher resolved.")
     step: int = Field(exclude=True)
     total_steps: int | None = Field(exclude=True)

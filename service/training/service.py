@@ -57,7 +57,7 @@ def submit_run(
         dataset_id=version.id,
         student=payload.student.model_dump(mode="json", exclude_none=True),
         method=payload.method,
-        config=payload.hyperparameters.model_dump(mode="json"),
+        config={**payload.hyperparameters.model_dump(mode="json"), "method": payload.method},
         evaluation=evaluation,
         created_by=principal.token_id,
     )

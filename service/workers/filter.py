@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -22,10 +23,11 @@ from service.db.models import FilterRun
 from service.db.session import transaction
 from service.events import record_event
 from service.filters import repository
-from service.filters.builtin import SampleFilter, build_filter
-from service.filters.records import Verdict
+from service.filters.builtin import JudgeScorer, SampleFilter, build_filter
+from service.filters.normalization import preview
+from service.filters.records import SampleRecord, Verdict
 from service.filters.selection import ResolvedSelection, resolved_conditions
-from service.filters.specs import FilterSpec
+from service.filters.specs import JUDGE_VARIABLES, FilterSpec, JudgeScoreFilter
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
 
 # Samples per fenced write. Filters are cheap per sample, so chunks are far larger than generation's.
@@ -41,15 +43,78 @@ def _load_run(session: Session, run_id: int) -> tuple[dict[str, Any], dict[str, 
     return dict(run.spec), {name: dict(c) for name, c in (run.counts or {}).items()}
 
 
-def _build_filters(ctx: TaskContext, specs: Sequence[FilterSpec]) -> list[tuple[str, SampleFilter]]:
+def _judge_scorer(ctx: TaskContext, spec: JudgeScoreFilter, engines: ExitStack) -> JudgeScorer:
+    """The judge pass of a judge_score filter: the teacher scores each sample's current text."""
+    from generator.engines.base import GenerationRequest, SamplingSpec, TeacherConfig
+    from generator.parsers import ScoreParser, engine_json_schema, parse_completion
+    from generator.templates import TemplateError, compile_template
+    from service.workers.teachers import TEACHERS, TeacherLoadError
+
+    judge = spec.params.judge
+    assert judge is not None
+    config = TeacherConfig.model_validate(judge.teacher)
+    if config.engine == "vllm" and config.kv_cache_memory_bytes is None and ctx.settings.vllm_kv_cache_bytes:
+        config = config.model_copy(update={"kv_cache_memory_bytes": ctx.settings.vllm_kv_cache_bytes})
+    try:
+        engine = engines.enter_context(TEACHERS.use(config))
+    except TeacherLoadError as exc:
+        raise PermanentTaskError(f"filter {spec.verdict_name!r}: {exc}") from exc
+    templates = [
+        (m.role, compile_template(m.content, name=f"judge.messages[{i}]", variables=JUDGE_VARIABLES))
+        for i, m in enumerate(judge.messages)
+    ]
+    parser = ScoreParser(type="score", min=judge.score_min, max=judge.score_max, structured=judge.structured)
+    schema = engine_json_schema(parser)
+
+    def score(samples: Sequence[SampleRecord]) -> list[tuple[float | None, str | None]]:
+        outcomes: list[tuple[float | None, str | None]] = [(None, None)] * len(samples)
+        requests, asked = [], []
+        for i, sample in enumerate(samples):
+            context = {
+                "question": sample["question"],
+                "answer": sample["answer"] or "",
+                "inputs": sample["inputs"],
+            }
+            try:
+                messages = [
+                    {"role": role, "content": template.render(context)} for role, template in templates
+                ]
+            except TemplateError as exc:
+                outcomes[i] = (None, f"judge prompt failed: {exc}")
+                continue
+            sampling = SamplingSpec(
+                temperature=judge.temperature, max_tokens=judge.max_tokens, seed=judge.seed + sample["id"]
+            )
+            requests.append(GenerationRequest(messages=messages, sampling=sampling, json_schema=schema))
+            asked.append(i)
+        if requests:
+            ctx.check_lease()
+            for i, result in zip(asked, engine.generate(requests), strict=True):
+                reply = result.completions[0].text if result.completions else ""
+                parsed = parse_completion(parser, reply)
+                if parsed.ok:
+                    outcomes[i] = (float(parsed.values[0]), None)
+                else:
+                    outcomes[i] = (None, f"judge reply {preview(reply, 40)!r}: {parsed.error}")
+        return outcomes
+
+    return score
+
+
+def _build_filters(
+    ctx: TaskContext, specs: Sequence[FilterSpec], engines: ExitStack
+) -> list[tuple[str, SampleFilter]]:
     def reference_texts(dataset_ids: Sequence[int], field: str) -> Iterator[tuple[str, str]]:
         with transaction(ctx.database_url) as session:
             yield from repository.dataset_row_texts(session, dataset_ids, field)
 
     built = []
     for spec in specs:
+        scorer = None
+        if isinstance(spec, JudgeScoreFilter) and spec.params.judge is not None:
+            scorer = _judge_scorer(ctx, spec, engines)
         try:
-            built.append((spec.verdict_name, build_filter(spec, reference_texts)))
+            built.append((spec.verdict_name, build_filter(spec, reference_texts, scorer)))
         except (ValueError, OSError) as exc:  # missing eval set / tokenizer, unreadable file
             raise PermanentTaskError(f"filter {spec.verdict_name!r}: {exc}") from exc
     return built
@@ -73,13 +138,28 @@ def run_filter_task(ctx: TaskContext) -> TaskOutcome:
     cursor = task.cursor
     for name in specs:
         counts.setdefault(name, {"passed": 0, "failed": 0})
+    with ExitStack() as engines:  # teachers of judge passes, held until the task ends
+        return _run_passes(ctx, run_id, spec, specs, conditions, size, chunk_size, cursor, counts, engines)
 
+
+def _run_passes(
+    ctx: TaskContext,
+    run_id: int,
+    spec: dict[str, Any],
+    specs: dict[str, FilterSpec],
+    conditions: list[Any],
+    size: int,
+    chunk_size: int,
+    cursor: int,
+    counts: dict[str, dict[str, int]],
+    engines: ExitStack,
+) -> TaskOutcome:
     for pass_index, plan in enumerate(spec["passes"]):
         base, end_of_pass = pass_index * size, (pass_index + 1) * size
         if cursor >= end_of_pass:
             continue
         order = plan["order"]
-        filters = _build_filters(ctx, [specs[name] for name in plan["filters"]])
+        filters = _build_filters(ctx, [specs[name] for name in plan["filters"]], engines)
         position, after = base, None
         while True:
             ctx.check_lease()

@@ -37,6 +37,8 @@ class SharedEngine:
         self._lock = threading.Lock()
         self.key = key
         self.users = 0
+        # Set when a call failed: the next task reloads the teacher instead of retrying a dead engine.
+        self.broken = False
 
     @property
     def engine(self) -> Engine:
@@ -53,7 +55,11 @@ class SharedEngine:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         with self._lock:
-            return self._engine.generate(requests)
+            try:
+                return self._engine.generate(requests)
+            except Exception:
+                self.broken = True
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -84,6 +90,11 @@ class TeacherCache:
         # Loading under the cache lock: two tasks of the same new teacher load it once.
         with self._lock:
             engine = self._engines.get(key)
+            if engine is not None and engine.broken and engine.users == 0:
+                logger.warning("reloading teacher %s after a failed call", engine.model_id)
+                del self._engines[key]
+                _close_quietly(engine)
+                engine = None
             if engine is None:
                 self._evict_idle(keep=self.max_engines - 1)
                 engine = SharedEngine(_build_engine(config), key)
@@ -105,11 +116,18 @@ class TeacherCache:
             if engine.users == 0:
                 logger.info("unloading teacher %s", engine.model_id)
                 del self._engines[key]
-                engine.close()
+                _close_quietly(engine)
 
     def close(self) -> None:
         with self._lock:
             self._evict_idle(keep=0)
+
+
+def _close_quietly(engine: SharedEngine) -> None:
+    try:
+        engine.close()
+    except Exception as exc:  # a broken engine may fail to shut down; it is dropped either way
+        logger.warning("closing teacher %s failed: %s", engine.model_id, exc)
 
 
 def _build_engine(config: TeacherConfig) -> Engine:

@@ -336,3 +336,35 @@ def test_near_dup_signatures_are_datasketch_minhashes() -> None:
             expected = MinHash(num_perm=64, seed=1, hashfunc=int)
             expected.update_batch(hashes[owners == i].tolist())
             assert np.array_equal(signature, expected.hashvalues)
+
+
+def test_judge_score_with_a_judge_pass_uses_the_scorer() -> None:
+    from service.filters.builtin import build_filter
+
+    replies = {
+        1: (7.0, None),
+        2: (2.0, None),
+        3: (None, "judge reply 'hmm': no number in the judge's completion"),
+    }
+
+    def scorer(samples: Any) -> list[tuple[float | None, str | None]]:
+        return [replies[s["id"]] for s in samples]
+
+    judged = spec(
+        "judge_score",
+        min=5,
+        judge={
+            "teacher": {"model": "/models/judge"},
+            "messages": [{"role": "user", "content": "{{ answer }}"}],
+        },
+    )
+    verdicts = build_filter(judged, judge_scorer=scorer).evaluate(
+        [sample_record(i, "q", "a") for i in (1, 2, 3)]
+    )
+    assert [(v.passed, v.reason, v.score) for v in verdicts] == [
+        (True, "judge score 7 within [5, ]", 7.0),
+        (False, "judge score 2 < min 5", 2.0),
+        (False, "judge reply 'hmm': no number in the judge's completion", None),
+    ]
+    with pytest.raises(ValueError, match="needs a teacher"):
+        build_filter(judged)

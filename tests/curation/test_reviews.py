@@ -172,3 +172,31 @@ def test_summary_by_filter_outcome(
     assert body["unfiltered"]["total"] == 0
     missing = client.get("/v1/samples/summary", params={"job_id": 987654321}, headers=viewer.headers)
     assert missing.status_code == 422
+
+
+def test_nul_characters_are_422_not_500(
+    client: TestClient, admin: Caller, reviewer: Caller, viewer: Caller, job: dict[str, Any]
+) -> None:
+    """Postgres text cannot hold U+0000: such input is refused with the field named."""
+    edit = patch(client, reviewer, job["ids"][0], {"answer": "a\u0000b"})
+    assert edit.status_code == 422
+    assert edit.json()["errors"][0]["field"] == "answer"
+    listing = client.get("/v1/samples", params={"tag": "x\u0000"}, headers=viewer.headers)
+    assert listing.status_code == 422
+    run = client.post(
+        "/v1/filter-runs",
+        json={
+            "selection": {"job_ids": [job["job_id"]]},
+            "filters": [{"type": "regex", "params": {"pattern": "\u0000"}}],
+        },
+        headers=admin.headers,
+    )
+    assert run.status_code == 422
+    assert run.json()["errors"][0]["field"] == "filters"
+    dataset = client.post(
+        "/v1/datasets",
+        json={"name": "nul", "query": {"job_ids": [job["job_id"]]}, "system": "\u0000"},
+        headers=admin.headers,
+    )
+    assert dataset.status_code == 422
+    assert dataset.json()["errors"][0]["field"] == "system"

@@ -77,6 +77,7 @@ def test_full_sft_learns_writes_metrics_and_a_loadable_model_with_a_card(
     assert seen[-1]["total_steps"] == 24
 
     model, tokenizer = _load(result.model_path)
+    assert model.config.use_cache, "saved for generation, with the KV cache on"
     assert model.config.num_hidden_layers == 2
     assert tokenizer.chat_template
     card = (Path(result.model_path) / "README.md").read_text()
@@ -218,3 +219,29 @@ def test_bad_inputs_fail_before_step_one(addition_jsonl: Path, tiny_model_dir: P
     with pytest.raises(MaskError, match="drops the answer"):
         train(dataset_path=addition_jsonl, student=broken, output_dir=tmp_path / "d", spec=spec)
     assert not list((tmp_path / "d").glob("checkpoint-*")), "refused before step 1"
+
+
+class StopAt(TrainerCallback):  # type: ignore[misc]
+    """Ask the Trainer to stop (what a cancel does)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_a_callback_can_stop_training_early(
+    addition_jsonl: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    result = train(
+        dataset_path=addition_jsonl,
+        student=tiny_model_dir,
+        output_dir=tmp_path / "stopped",
+        spec=TrainingSpec(**FAST, max_steps=50),
+        callbacks=[StopAt(3)],
+    )
+    assert result.global_step == 3
+    assert result.total_steps == 50
+    assert (Path(result.model_path) / "model.safetensors").exists()

@@ -168,7 +168,7 @@ def test_unknown_dataset_and_run_are_404(
         ),
         ({"hyperparameters": {"max_steps": 0}}, "hyperparameters", "max_steps must be -1"),
         ({"hyperparameters": {"optimizer": "sgd"}}, "hyperparameters.optimizer", "Extra inputs"),
-        ({"hyperparameters": {"method": "lora"}}, "", "differs from method"),
+        ({"hyperparameters": {"method": "lora"}}, "hyperparameters.method", "Extra inputs"),
         ({"method": "qlora"}, "method", ""),
         ({"evaluation": {"scorer": "bleu"}}, "evaluation.scorer", ""),
         ({"evaluation": {"scorer": "regex"}}, "evaluation", "mode=regex needs a pattern"),

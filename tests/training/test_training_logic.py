@@ -225,3 +225,60 @@ def test_only_complete_checkpoints_count(tmp_path: Path) -> None:
     (tmp_path / "checkpoint-x").mkdir()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-10", "checkpoint-20"]
     assert list_checkpoints(tmp_path / "nothing") == []
+
+
+def test_api_hyperparameters_mirror_the_trainers_training_spec() -> None:
+    from pydantic import ValidationError
+
+    from service.training.schemas import Hyperparameters
+    from trainer.config import TrainingSpec
+
+    library = {k: v for k, v in TrainingSpec.model_json_schema()["properties"].items() if k != "method"}
+    assert Hyperparameters.model_json_schema()["properties"] == library
+    for bad in (
+        {"max_steps": 0},
+        {"warmup_ratio": 0.1, "warmup_steps": 5},
+        {"lora_target_modules": []},
+        {"lora_target_modules": [" "]},
+        {"learning_rate": 2.0},
+        {"lr_scheduler_type": "cyclic"},
+    ):
+        with pytest.raises(ValidationError):
+            Hyperparameters(**bad)
+        with pytest.raises(ValidationError):
+            TrainingSpec(**bad)
+
+
+def test_api_scratch_shapes_follow_the_tiny_model_rules() -> None:
+    import itertools
+    from dataclasses import asdict, fields
+
+    from pydantic import ValidationError
+
+    from service.training.schemas import MIN_SCRATCH_VOCAB, ScratchShapes
+    from trainer.tiny_model import MIN_VOCAB, TinyModelSpec
+
+    assert MIN_SCRATCH_VOCAB == MIN_VOCAB
+    assert set(ScratchShapes.model_fields) == {f.name for f in fields(TinyModelSpec)}
+    assert ScratchShapes().model_dump() == asdict(TinyModelSpec())
+    for layers, hidden, heads, vocab, position in itertools.product(
+        (0, 1, 128, 129), (7, 8, 12, 64, 96), (0, 1, 2, 3, 4, 6), (259, 260, 512), (15, 16, 512)
+    ):
+        shapes = {
+            "layers": layers,
+            "hidden": hidden,
+            "heads": heads,
+            "vocab": vocab,
+            "max_position": position,
+        }
+        try:
+            ScratchShapes(**shapes)
+            api_ok = True
+        except ValidationError:
+            api_ok = False
+        try:
+            TinyModelSpec(**shapes)
+            library_ok = True
+        except ValueError:
+            library_ok = False
+        assert api_ok == library_ok, shapes

@@ -26,6 +26,8 @@ def test_create_a_version_from_the_current_query_and_export_it(
     expect(page.locator("#confirm-title")).to_have_text(f"Accept {len(to_accept)} samples?")
     page.click("#confirm-ok")
     expect(page.locator(".toast")).to_contain_text(f"of {len(to_accept)} matching")
+    # The page reloads the query (now matching nothing) before the filters are changed.
+    expect(page.locator("#sample-list")).to_contain_text("No samples match this query.")
 
     # The query a version is made from: accepted samples that passed the verifier.
     page.uncheck("input[name=review_status][value=pending]")

@@ -13,7 +13,7 @@ from ui.factories import Seeded
 def test_sign_in_rejects_a_bad_token_then_signs_in(
     page: Page, seeded: Seeded, page_errors: list[str]
 ) -> None:
-    page.goto("/ui/jobs")
+    page.goto("/ui/jobs", wait_until="commit")  # the page sends us on before it has loaded
     expect(page).to_have_url("/ui/sign-in?reason=signed-out&next=%2Fui%2Fjobs")
     expect(page.locator("#sign-in-notice")).to_have_text("Sign in with an API token to continue.")
     screenshot(page, "sign-in")
@@ -48,7 +48,7 @@ def test_a_revoked_or_unknown_token_sends_back_to_sign_in_with_a_reason(
 
     with transaction(ui_database_url) as session:
         revoke_token(session, token.id)
-    page.goto(f"/ui/samples?job_id={seeded.arithmetic_job}")
+    page.goto(f"/ui/samples?job_id={seeded.arithmetic_job}", wait_until="commit")
     expect(page).to_have_url(
         f"/ui/sign-in?reason=expired&next=%2Fui%2Fsamples%3Fjob_id%3D{seeded.arithmetic_job}"
     )

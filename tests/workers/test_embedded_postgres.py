@@ -36,9 +36,8 @@ def state_root() -> Iterator[Path]:
     root = ROOT / ".tmp" / f"embedded-{uuid.uuid4().hex[:8]}"
     root.mkdir(parents=True)
     yield root
-    for version_file in root.rglob("PG_VERSION"):
-        if version_file.parent.name != "base":  # not a database folder inside a data folder
-            remove_embedded_postgres(version_file.parent)
+    for config in list(root.rglob("postgresql.conf")):  # every data folder the tests made
+        remove_embedded_postgres(config.parent)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -157,7 +156,7 @@ def test_permissions_outside_the_state_folder_are_never_loosened(state_root: Pat
         # As root the server runs as an unprivileged user, which cannot enter a 0700 folder.
         with pytest.raises(EmbeddedPostgresError, match=r"cannot enter .*private.*HARDLABEL_HOME"):
             start_embedded_postgres(data_dir)
-        assert not data_dir.exists()
+        assert not data_dir.parent.exists()  # refused before creating anything
     else:
         url = start_embedded_postgres(data_dir, stop_at_exit=False)
         assert answers(url)

@@ -35,21 +35,31 @@ def has_system(conn: Connection, dataset_id: int) -> bool:
 def flat_batches(
     engine: Engine, dataset_id: int, split: str, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """The split's rows in row order, `batch_rows` at a time, from a server-side cursor."""
-    query = (
-        select(DatasetRow.question, DatasetRow.answer, DatasetRow.system)
-        .where(DatasetRow.dataset_id == dataset_id, DatasetRow.split == split)
-        .order_by(DatasetRow.row_index)
-    )
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query)
-        for part in result.partitions():
-            questions, answers, systems = zip(*part, strict=True)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array(questions, pa.string()),
-                    pa.array(answers, pa.string()),
-                    pa.array(systems, pa.string()),
-                ],
-                schema=FLAT_SCHEMA,
+    """The split's rows in row order, `batch_rows` at a time, from a server-side cursor.
+
+    Straight on the psycopg connection: one `FETCH FORWARD batch_rows` round trip per batch and
+    plain tuples, with no per-row result objects in between.
+    """
+    pooled = engine.raw_connection()
+    try:
+        connection = pooled.driver_connection
+        assert connection is not None
+        with connection.cursor(name=f"hardlabel_export_{dataset_id}_{split}") as cursor:
+            cursor.execute(
+                "SELECT question, answer, system FROM dataset_row "
+                "WHERE dataset_id = %s AND split = %s ORDER BY row_index",
+                (dataset_id, split),
             )
+            while rows := cursor.fetchmany(batch_rows):
+                questions, answers, systems = zip(*rows, strict=True)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(questions, pa.string()),
+                        pa.array(answers, pa.string()),
+                        pa.array(systems, pa.string()),
+                    ],
+                    schema=FLAT_SCHEMA,
+                )
+        connection.rollback()  # read only: end the cursor's transaction
+    finally:
+        pooled.close()

@@ -9,7 +9,7 @@ from service.filters.builtin.base import SampleFilter
 from service.filters.builtin.decontamination import Decontamination
 from service.filters.builtin.exact_dedup import ExactDuplicates
 from service.filters.builtin.json_validity import JsonValidity
-from service.filters.builtin.judge_score import JudgeScoreThreshold
+from service.filters.builtin.judge_score import JudgeScorer, JudgeScoreThreshold
 from service.filters.builtin.length import LengthCheck
 from service.filters.builtin.near_dup import NearDuplicates
 from service.filters.builtin.pattern import RegexCheck
@@ -32,11 +32,19 @@ from service.filters.specs import (
 # (dataset version ids, field) → (label, text) of those versions' rows, for near_dup's `against_datasets`.
 ReferenceTexts = Callable[[Sequence[int], str], Iterable[tuple[str, str]]]
 
-__all__ = ["ReferenceTexts", "SampleFilter", "apply_filter", "build_filter"]
+__all__ = ["JudgeScorer", "ReferenceTexts", "SampleFilter", "apply_filter", "build_filter"]
 
 
-def build_filter(spec: FilterSpec, reference_texts: ReferenceTexts | None = None) -> SampleFilter:
-    """The filter object for `spec` (eval sets and reference rows are read here, once)."""
+def build_filter(
+    spec: FilterSpec, reference_texts: ReferenceTexts | None = None, judge_scorer: JudgeScorer | None = None
+) -> SampleFilter:
+    """The filter object for `spec` (eval sets and reference rows are read here, once).
+
+    Args:
+        spec: the filter's spec.
+        reference_texts: rows of earlier dataset versions (near_dup with `against_datasets`).
+        judge_scorer: the judge pass (judge_score with `judge`), built by the worker from a teacher.
+    """
     if isinstance(spec, LengthFilter):
         return LengthCheck(spec.params)
     if isinstance(spec, RegexFilter):
@@ -55,7 +63,9 @@ def build_filter(spec: FilterSpec, reference_texts: ReferenceTexts | None = None
     if isinstance(spec, JsonSchemaFilter):
         return JsonValidity(spec.params)
     if isinstance(spec, JudgeScoreFilter):
-        return JudgeScoreThreshold(spec.params)
+        if spec.params.judge is not None and judge_scorer is None:
+            raise ValueError("judge_score with a judge pass needs a teacher to score with")
+        return JudgeScoreThreshold(spec.params, judge_scorer if spec.params.judge is not None else None)
     if isinstance(spec, DecontaminationFilter):
         items = itertools.chain.from_iterable(read_eval_set(s) for s in spec.params.eval_sets)
         return Decontamination(spec.params, items)
