@@ -262,8 +262,8 @@ def insert_samples(url: str, n: int, seed: int) -> tuple[list[int], float]:
                 # judge scores 0..9; a third accepted, 1 in 17 rejected; 1 in 100 tagged "hard"
                 review = "accepted" if i % 3 == 0 else "rejected" if i % 17 == 0 else "pending"
                 tags = ["hard"] if i % 100 == 0 else []
-                row = (job_id, i % per_job, "answer", 0, question, answer, answer, "ok", reference)
-                copy.write_row((*row, float(i % 10), review, tags))
+                values = (job_id, i % per_job, "answer", 0, question, answer, answer, "ok", reference)
+                copy.write_row((*values, float(i % 10), review, tags))
         conn.commit()
     return job_ids, time.perf_counter() - started
 
@@ -534,22 +534,31 @@ def report_listing(url: str, job_ids: list[int], args: argparse.Namespace) -> No
 
 
 def report_near_dup(url: str, args: argparse.Namespace) -> None:
-    near_n = args.near_dup_n or min(args.n, 200_000)
+    near_n = args.near_dup_n or min(args.n, 100_000)
+    best: dict[str, tuple[dict[str, Any], float]] = {}
     with tempfile.TemporaryDirectory(prefix="hardlabel-bench-") as scratch:
         texts = Path(scratch) / "texts.json"
         write_texts(url, near_n, texts)
-        ours, our_rss = run_child("near_dup", "hardlabel", str(texts))
-        raw, raw_rss = run_child("near_dup", "datasketch", str(texts))
-    print(f"\nnear-dup on {near_n:,} texts (char 5-shingles, 128 perms, threshold 0.8):")
-    for label, result, rss in (("hardlabel near_dup", ours, our_rss), ("raw datasketch", raw, raw_rss)):
+        # Alternating rounds, best of each: machine noise hits both sides alike.
+        for _ in range(args.rounds):
+            for side in ("hardlabel", "datasketch"):
+                result, rss = run_child("near_dup", side, str(texts))
+                if side not in best or result["per_second"] > best[side][0]["per_second"]:
+                    best[side] = (result, max(rss, best.get(side, (result, 0.0))[1]))
+    print(
+        f"\nnear-dup on {near_n:,} texts (char 5-shingles, 128 perms, threshold 0.8), best of {args.rounds}:"
+    )
+    for label, side in (("hardlabel near_dup", "hardlabel"), ("raw datasketch", "datasketch")):
+        result, rss = best[side]
         print(
             f"  {label:<19} {result['per_second']:>10,.0f} samples/s  peak RSS {rss:,.0f} MiB  "
             f"({result['near_dups']:,} near-duplicates)"
         )
-    print(f"  ratio hardlabel/raw: {ours['per_second'] / raw['per_second']:.2f}", flush=True)
+    ratio = best["hardlabel"][0]["per_second"] / best["datasketch"][0]["per_second"]
+    print(f"  ratio hardlabel/raw: {ratio:.2f}", flush=True)
 
 
-def report_export(url: str, job_ids: list[int]) -> None:
+def report_export(url: str, job_ids: list[int], rounds: int) -> None:
     version, freeze_seconds = freeze_dataset(url, job_ids)
     total = version["row_counts"]["total"]
     rate = total / freeze_seconds
@@ -557,17 +566,22 @@ def report_export(url: str, job_ids: list[int]) -> None:
         f"\nfreeze: dataset version of {total:,} rows in {freeze_seconds:.1f}s ({rate:,.0f} rows/s)",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="hardlabel-bench-") as scratch:
-        ours_dir, raw_dir = Path(scratch) / "ours", Path(scratch) / "raw"
-        raw_dir.mkdir()
-        ours, ours_rss = run_child("export", "hardlabel", url, str(version["id"]), str(ours_dir))
-        raw, raw_rss = run_child("export", "raw", url, str(version["id"]), str(raw_dir))
-    ratio = ours["per_second"] / raw["per_second"]
-    print(f"\nexport of {total:,} rows to Parquet:")
-    for label, result, rss in (
-        ("hardlabel (prompt_completion, streamed)", ours, ours_rss),
-        ("raw COPY TO + pyarrow (flat columns)", raw, raw_rss),
+    best: dict[str, tuple[dict[str, Any], float]] = {}
+    for round_ in range(rounds):
+        for side in ("hardlabel", "raw"):
+            with tempfile.TemporaryDirectory(prefix="hardlabel-bench-") as scratch:
+                out = Path(scratch) / f"{side}-{round_}"
+                out.mkdir()
+                result, rss = run_child("export", side, url, str(version["id"]), str(out))
+            if side not in best or result["per_second"] > best[side][0]["per_second"]:
+                best[side] = (result, max(rss, best.get(side, (result, 0.0))[1]))
+    ratio = best["hardlabel"][0]["per_second"] / best["raw"][0]["per_second"]
+    print(f"\nexport of {total:,} rows to Parquet, best of {rounds}:")
+    for label, side in (
+        ("hardlabel (prompt_completion, streamed)", "hardlabel"),
+        ("raw COPY TO + pyarrow (flat columns)", "raw"),
     ):
+        result, rss = best[side]
         print(f"  {label:<40} {result['per_second']:>10,.0f} rows/s  peak RSS {rss:,.0f} MiB")
     print(f"  ratio hardlabel/raw: {ratio:.2f} (goal >= 0.5): {'met' if ratio >= 0.5 else 'NOT met'}")
 
@@ -598,7 +612,7 @@ def main() -> int:
         if "near_dup" in parts:
             report_near_dup(url, args)
         if "export" in parts:
-            report_export(url, job_ids)
+            report_export(url, job_ids, args.rounds)
     finally:
         if args.keep or args.reuse:
             print(f"kept {url}")

@@ -111,12 +111,16 @@ def check_completion_mask(
         chat_template = get_training_chat_template(tokenizer)
     view = _TrainerView(tokenizer, chat_template, completion_only_loss=True)
     args = _ArgsView(sft_config, shuffle_dataset=False, dataset_num_proc=None)
+    # Unpacked, TRL truncates each row to max_length; "wrapped" and "bfd_split" packing keep every
+    # token instead (a long row continues in the next pack), so the rows are checked whole then.
+    keeps_all = bool(sft_config.packing) and sft_config.packing_strategy in {"wrapped", "bfd_split"}
+    row_args = _ArgsView(args, max_length=None) if keeps_all else args
 
     rows = dataset.select(range(min(n_rows, len(dataset)))).select_columns(["prompt", "completion"])
     numbered = rows.add_column("preflight_row", list(range(len(rows))))
     with quiet_datasets():
         try:
-            prepared = _trl_prepare(view, numbered, tokenizer, args, packing=False)
+            prepared = _trl_prepare(view, numbered, tokenizer, row_args, packing=False)
         except MaskError:
             raise
         except Exception as exc:  # a template error surfaces as TemplateError/ValueError/TypeError...
@@ -130,7 +134,12 @@ def check_completion_mask(
         example = by_row.get(index)
         if example is None:
             raise MaskError(_why_nothing_trained(index, row, tokenizer, sft_config))
-        masks.append(_check_row(index, row, example["input_ids"], example["labels"], tokenizer))
+        cut_at = (
+            row_args.max_length
+            if row_args.max_length and len(example["input_ids"]) >= row_args.max_length
+            else None
+        )
+        masks.append(_check_row(index, row, example["input_ids"], example["labels"], tokenizer, cut_at))
         if not _prompt_is_prefix(row, tokenizer, chat_template):
             warnings.append(
                 f"row {index}: the chat template renders the prompt differently when the answer follows; "
@@ -156,7 +165,12 @@ def check_completion_mask(
 
 
 def _check_row(
-    index: int, row: Mapping[str, Any], input_ids: Sequence[int], labels: Sequence[int], tokenizer: Any
+    index: int,
+    row: Mapping[str, Any],
+    input_ids: Sequence[int],
+    labels: Sequence[int],
+    tokenizer: Any,
+    cut_at: int | None,
 ) -> RowMask:
     if len(labels) != len(input_ids) or any(
         label not in (IGNORE, token) for token, label in zip(input_ids, labels, strict=True)
@@ -170,6 +184,11 @@ def _check_row(
     answer = "\n".join(message["content"] for message in row["completion"])
     for message in row["completion"]:
         content = message["content"].strip()
+        if content and content not in trained_text and cut_at:
+            raise MaskError(
+                f"row {index}: max_length={cut_at} cuts the answer {_clip(content)!r} "
+                f"(trained text: {_clip(trained_text)!r}); raise max_length"
+            )
         if content and content not in trained_text:
             raise MaskError(
                 f"row {index}: the answer {_clip(content)!r} is not trained "

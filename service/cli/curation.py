@@ -19,6 +19,7 @@ from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
 
 FINISHED = ("succeeded", "failed", "cancelled")
+FREEZE_TIMEOUT_SECONDS = 3600.0
 
 
 def parse_filter(option: str) -> dict[str, Any]:
@@ -220,7 +221,8 @@ def dataset_create(
         body["system"] = system
     if ratio is not None and ground_truth is None:
         raise CliError("--ratio needs --ground-truth")
-    with ApiClient(api_url, token) as client:
+    # Freezing copies every row in one request: minutes for millions of samples.
+    with ApiClient(api_url, token, timeout=FREEZE_TIMEOUT_SECONDS) as client:
         if ground_truth is not None:
             body["ground_truth"] = {"ratio": ratio}
             with ground_truth.open("rb") as upload:

@@ -35,7 +35,7 @@ def _conditions(session: Session, payload: DatasetCreate, stage: str) -> list[Co
                 ("body", "query", "require_passed"),
                 f"no verdicts of filter(s) {', '.join(missing)}: run them first",
             )
-        conditions.extend(passed_conditions(query.require_passed))
+        conditions.extend(passed_conditions(query.require_passed, probe=False))
     if query.review_status == ACCEPTED_OR_UNREVIEWED_PASSED_ALL:
         conditions.append(
             or_(

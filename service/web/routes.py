@@ -7,6 +7,7 @@ path of its own. Ids in page paths are checked here so a bad link shows a readab
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.types import Scope
 
 from service.limits import BIGINT_MAX
 
@@ -22,6 +24,10 @@ UI_PREFIX = "/ui"
 STATIC_PATH = f"{UI_PREFIX}/static"
 
 templates = Jinja2Templates(directory=WEB_DIR / "templates")
+# Part of every asset URL: a new release's files are never served from an old cache.
+STATIC_VERSION = hashlib.sha256(
+    b"".join(path.read_bytes() for path in sorted((WEB_DIR / "static").iterdir()) if path.is_file())
+).hexdigest()[:12]
 router = APIRouter(include_in_schema=False)
 
 NAV = (
@@ -43,7 +49,7 @@ def _page(
             "title": title,
             "nav": NAV,
             "static": STATIC_PATH,
-            "version": request.app.version,
+            "version": STATIC_VERSION,
             **context,
         },
         status_code=status_code,
@@ -164,7 +170,17 @@ def unknown_page(request: Request, rest: str) -> Response:
     return _not_found(request, f"There is no page at /ui/{rest}.")
 
 
+class RevalidatedStaticFiles(StaticFiles):
+    """Static files the browser revalidates on every use (a 304 when unchanged): the page scripts
+    import each other by plain URLs, so an upgrade must never mix old and new modules."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def install_ui(app: FastAPI) -> None:
     """Mount the static files and the page routes on `app` (after the API routers)."""
-    app.mount(STATIC_PATH, StaticFiles(directory=WEB_DIR / "static"), name="ui-static")
+    app.mount(STATIC_PATH, RevalidatedStaticFiles(directory=WEB_DIR / "static"), name="ui-static")
     app.include_router(router)

@@ -95,13 +95,9 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
 
 
 def shard_range(task_id: int, payload: dict[str, Any]) -> tuple[int, int]:
-    """The shard's [start, end) items from a task payload ({"item_start", "item_end"}).
-
-    {"start", "end"} is read too: the API's first version wrote those keys.
-    """
+    """The shard's [start, end) items from a task payload ({"item_start", "item_end"})."""
     try:
-        start = int(payload["item_start"] if "item_start" in payload else payload["start"])
-        end = int(payload["item_end"] if "item_end" in payload else payload["end"])
+        start, end = int(payload["item_start"]), int(payload["item_end"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PermanentTaskError(f"task {task_id}: payload needs integer item_start and item_end") from exc
     if not 0 <= start <= end:

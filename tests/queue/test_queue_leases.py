@@ -75,7 +75,7 @@ def test_concurrent_claimers_never_take_the_same_task(clean_queue: str) -> None:
     owner_by_task = {task_id: name for name, ids in claimed.items() for task_id in ids}
     assert all(r.status == "running" and r.attempts == 1 and r.lease_token == 1 for r in rows)
     with transaction(url) as session:
-        stored = dict(session.execute(text("SELECT id, worker_id FROM task")).tuples().all())
+        stored: dict[int, str] = dict(session.execute(text("SELECT id, worker_id FROM task")).tuples().all())
     assert stored == owner_by_task
 
 

@@ -114,3 +114,22 @@ def test_untrained_stop_token_is_a_warning(tiny_tokenizer: Any, tmp_path: Path) 
     )
     assert not report.stop_token_trained
     assert any("may not learn to stop" in warning for warning in report.warnings)
+
+
+def test_max_length_that_cuts_part_of_the_answer_is_refused_unless_packing_keeps_it(
+    tiny_tokenizer: Any, tmp_path: Path
+) -> None:
+    from datasets import Dataset
+
+    prompt = [{"role": "user", "content": "What is 40+2? Explain."}]
+    answer = "The answer is 42, because 40 plus 2 makes 42."
+    rows = Dataset.from_list([{"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}])
+    rendered = tiny_tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    max_length = len(tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"]) + 3  # 3 answer tokens
+    with pytest.raises(MaskError, match=rf"row 0: max_length={max_length} cuts the answer"):
+        check_completion_mask(
+            tiny_tokenizer, rows, build_sft_config(TrainingSpec(max_length=max_length), tmp_path)
+        )
+    # Wrapped packing keeps every token: the rest of the answer is trained in the next pack.
+    packed = build_sft_config(TrainingSpec(max_length=max_length, packing=True), tmp_path)
+    assert check_completion_mask(tiny_tokenizer, rows, packed).rows[0].trained_text.startswith(answer)

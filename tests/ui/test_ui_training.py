@@ -116,7 +116,9 @@ def test_admins_launch_a_run_and_bad_settings_read_as_messages(
     assert api.get(f"/v1/training-runs/{run_id}").json()["status"] == "cancelled"
 
 
-def test_viewers_get_no_launch_form(page: Page, context: BrowserContext, seeded: Seeded) -> None:
+def test_viewers_get_no_launch_form(
+    page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str]
+) -> None:
     sign_in_as(context, seeded.viewer_token)
     page.goto("/ui/training#launch")
     expect(page.locator(f"#runs tr[data-run-id='{seeded.training_run}']")).to_be_visible()

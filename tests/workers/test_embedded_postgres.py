@@ -50,7 +50,7 @@ def server_pid(data_dir: Path) -> int | None:
 
 def is_running(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # init may reap it late
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)  # init may reap it late
     except psutil.NoSuchProcess:
         return False
 
@@ -59,7 +59,7 @@ def answers(url: str) -> bool:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT 1")).scalar_one() == 1
+            return bool(conn.execute(text("SELECT 1")).scalar_one() == 1)
     finally:
         engine.dispose()
 

@@ -6,6 +6,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from service.db.session import get_engine, transaction
 from service.embedded_db import remove_embedded_postgres, restart_embedded_postgres, start_embedded_postgres
 from service.workers.runner import APPLICATION_NAME_PREFIX, run_worker
 
-ITEMS, SHARD, CHUNK, N = 24, 12, 2, 2
+ITEMS, SHARD, CHUNK, N = 16, 8, 2, 2  # two shards of four chunks
 
 
 def start_worker(url: str) -> tuple[threading.Thread, threading.Event]:
@@ -39,6 +40,14 @@ def assert_complete(url: str, job_id: int) -> None:
     assert job.status == "succeeded", job.error
     assert sample_stats(url, job_id) == (ITEMS * N, ITEMS * N)
     assert (job.items_done, job.samples_written) == (ITEMS, ITEMS * N)
+
+
+def reached(url: str, job_id: int, point: int) -> bool:
+    return checkpoints(url, job_id) >= point
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
 def terminate_worker_connections(url: str) -> int:
@@ -65,15 +74,15 @@ def test_killed_connections_mid_job_lose_nothing(clean_queue: str, tiny_teacher:
         url,
         items=ITEMS,
         shard_size=SHARD,
-        spec=generate_recipe(ITEMS, n=N, max_tokens=32),
+        spec=generate_recipe(ITEMS, n=N, max_tokens=24),
         teacher=tiny_teacher,
         params={"chunk_size": CHUNK},
     )
     worker, stop = start_worker(url)
     try:
         killed = []
-        for point in (2, 5, 8):
-            wait_until(lambda point=point: checkpoints(url, job_id) >= point, what=f"checkpoint {point}")
+        for point in (1, 3, 5):
+            wait_until(partial(reached, url, job_id, point), what=f"checkpoint {point}")
             killed.append(terminate_worker_connections(url))
         # The worker's pooled connection and its heartbeat's were there to kill, every time.
         assert all(count >= 2 for count in killed), killed
@@ -115,15 +124,17 @@ def test_postgres_restarted_mid_job_loses_nothing(
         url,
         items=ITEMS,
         shard_size=SHARD,
-        spec=generate_recipe(ITEMS, n=N, max_tokens=32),
+        spec=generate_recipe(ITEMS, n=N, max_tokens=24),
         teacher=tiny_teacher,
         params={"chunk_size": CHUNK},
     )
     worker, stop = start_worker(url)
     try:
-        for point in (2, 7):
-            wait_until(lambda point=point: checkpoints(url, job_id) >= point, what=f"checkpoint {point}")
+        for point in (2, 5):
+            wait_until(partial(reached, url, job_id, point), what=f"checkpoint {point}")
+            before = postmaster_pid(data_dir)
             restart_embedded_postgres(data_dir)
+            assert postmaster_pid(data_dir) != before  # a new server: every connection was dropped
         worker.join(timeout=240)
         assert not worker.is_alive()
     finally:
