@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from service.cli import main
 from service.cli.demo.loop import Demo, DemoError, Options
-from service.cli.demo.plan import DEFAULT_RECIPE, build_plan
+from service.cli.demo.plan import DEFAULT_RECIPE, MAX_ADDITION_QUESTIONS, build_plan
 from service.settings import Settings
 
 EXAMPLES = DEFAULT_RECIPE.parent
@@ -43,7 +43,10 @@ def test_help_lists_every_option() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--items", "5500", "--eval-items", "200"], "--items + --eval-items must be at most 5,600"),
+        (
+            ["--items", str(MAX_ADDITION_QUESTIONS - 100), "--eval-items", "101"],
+            f"--items + --eval-items must be at most {MAX_ADDITION_QUESTIONS:,}",
+        ),
         (["--recipe", "no/such/recipe.yaml"], "--recipe: file not found: no/such/recipe.yaml"),
         (
             ["--recipe", str(EXAMPLES / "self_instruct.yaml")],

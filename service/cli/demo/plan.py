@@ -164,7 +164,9 @@ def build_plan(
     Raises:
         CliError: a missing or invalid recipe, or more questions than there are (one line).
     """
+    from generator.errors import RecipeError
     from generator.recipe import compile_stages, load_recipe
+    from generator.templates import TemplateError
 
     path = recipe_file or DEFAULT_RECIPE
     if not path.is_file():
@@ -180,7 +182,13 @@ def build_plan(
                 "recipe's answer stage must be its first stage, templated over a and b "
                 "(like examples/arithmetic.yaml); give --teacher MODEL for other recipes"
             )
-        stage = compile_stages(recipe, list(addition_row(0, 0)))[stage_index]
+        try:
+            stage = compile_stages(recipe, list(addition_row(0, 0)))[stage_index]
+        except (RecipeError, TemplateError) as exc:
+            raise CliError(
+                f"{path}: without --teacher the recipe must be templated over a and b only "
+                f"(the addition teacher's questions): {exc}"
+            ) from exc
         return _addition_plan(
             path, recipe.name, spec, stage, teacher, items, eval_items, validation_items, max_tokens
         )
