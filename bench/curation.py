@@ -144,7 +144,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pages", type=int, default=100, help="timed pages per listing scenario")
     parser.add_argument("--page-size", type=int, default=50)
     parser.add_argument(
-        "--near-dup-n", type=int, help="texts for the near-dup comparison (default min(n, 200000))"
+        "--near-dup-n", type=int, help="texts for the near-dup comparison (default min(n, 100000))"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds of each side (near-dup, export)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--reuse", metavar="URL", help="a database kept by --keep: skip the setup")

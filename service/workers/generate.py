@@ -71,13 +71,16 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
         with TEACHERS.use(teacher) as engine:
             from generator.pipeline import run_recipe
 
-            chunks = run_recipe(
-                recipe,
-                engine,
-                rows,
-                item_indices=range(item_start + cursor, item_end),
-                chunk_size=job.chunk_size,
-            )
+            try:  # validation happens here, before anything is generated
+                chunks = run_recipe(
+                    recipe,
+                    engine,
+                    rows,
+                    item_indices=range(item_start + cursor, item_end),
+                    chunk_size=job.chunk_size,
+                )
+            except ValueError as exc:  # RecipeError, TemplateError: the recipe does not fit its rows
+                raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
             for chunk in chunks:
                 ctx.check_lease()
                 cursor = store_chunk(ctx, job.job_id, chunk, item_start, cursor)
@@ -151,6 +154,10 @@ def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: in
             return 0  # this chunk's earlier commit went through; only its answer was lost
         if committed != cursor:
             raise LeaseLost(task.id, f"the shard's cursor moved to {committed} (expected {cursor})")
+        # No wait for the WAL flush: samples, cursor and counters commit atomically, so if a
+        # Postgres crash drops the last few chunk commits, they are all redone together (the
+        # shard's completion, committed normally, flushes every chunk before it).
+        session.execute(text("SET LOCAL synchronous_commit = off"))
         inserted = insert_samples(session, chunk.rows)
         session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": new_cursor, "id": task.id})
         session.execute(

@@ -127,7 +127,11 @@ class _WorkerLoop:
             )
             self.heartbeat.start()
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="hardlabel-task") as pool:
-                self._loop(pool, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
+                try:
+                    self._loop(pool, max_tasks=max_tasks, exit_when_idle=exit_when_idle)
+                except BaseException:
+                    self.stop.set()  # running handlers checkpoint and release before the error surfaces
+                    raise
         finally:
             self.heartbeat.stop()
             self._unregister()

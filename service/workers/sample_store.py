@@ -1,6 +1,7 @@
 """Writing teacher samples: GeneratedSample → sample rows, inserted exactly once.
 
-A chunk's rows go in as ONE statement (``INSERT ... SELECT FROM unnest(column arrays)``) with
+A chunk's rows go in with one pipelined ``executemany`` (psycopg sends every row without waiting
+for each answer: about twice the rate of one ``INSERT ... SELECT FROM unnest(arrays)`` here) and
 ``ON CONFLICT (job_id, item_index, stage, sample_index) DO NOTHING``: a redone chunk (after a crash,
 or a commit whose answer was lost) inserts nothing twice, and the row count says how many were new.
 """
@@ -40,29 +41,27 @@ class SampleRow:
     provenance: dict[str, Any]
 
 
-# (column, SQL array type) in insert order.
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("job_id", "bigint[]"),
-    ("item_index", "integer[]"),
-    ("stage", "text[]"),
-    ("sample_index", "integer[]"),
-    ("parent_sample_index", "integer[]"),
-    ("question", "text[]"),
-    ("answer", "text[]"),
-    ("raw_text", "text[]"),
-    ("parsed", "jsonb[]"),
-    ("parse_status", "text[]"),
-    ("parse_error", "text[]"),
-    ("score", "double precision[]"),
-    ("inputs", "jsonb[]"),
-    ("provenance", "jsonb[]"),
+# Stored columns, in insert order.
+COLUMNS: tuple[str, ...] = (
+    "job_id",
+    "item_index",
+    "stage",
+    "sample_index",
+    "parent_sample_index",
+    "question",
+    "answer",
+    "raw_text",
+    "parsed",
+    "parse_status",
+    "parse_error",
+    "score",
+    "inputs",
+    "provenance",
 )
 JSON_COLUMNS = frozenset({"parsed", "inputs", "provenance"})
 
-_names = ", ".join(name for name, _ in COLUMNS)
-_arrays = ", ".join(f"CAST(:{name} AS {sql_type})" for name, sql_type in COLUMNS)
 INSERT_SQL = text(
-    f"INSERT INTO sample ({_names}) SELECT * FROM unnest({_arrays}) "
+    f"INSERT INTO sample ({', '.join(COLUMNS)}) VALUES ({', '.join(f':{name}' for name in COLUMNS)}) "
     "ON CONFLICT (job_id, item_index, stage, sample_index) DO NOTHING"
 )
 
@@ -94,15 +93,19 @@ def insert_samples(session: Session, rows: Sequence[SampleRow]) -> int:
     """Insert the rows that are not stored yet; returns how many were new."""
     if not rows:
         return 0
-    params: dict[str, list[Any]] = {}
-    for name, _ in COLUMNS:
-        values = [getattr(row, name) for row in rows]
-        if name in JSON_COLUMNS:
-            # SQL NULL for "no parsed value", JSON for everything else (including JSON null inside).
-            values = [None if v is None else Jsonb(v, dumps=_json_dumps) for v in values]
-        params[name] = values
+    params = [row_parameters(row) for row in rows]
     result = cast(CursorResult[Any], session.execute(INSERT_SQL, params))
     return int(result.rowcount)
+
+
+def row_parameters(row: SampleRow) -> dict[str, Any]:
+    """A row as statement parameters (also what a COPY writes)."""
+    values = {name: getattr(row, name) for name in COLUMNS}
+    for name in JSON_COLUMNS:
+        # SQL NULL for "no parsed value", JSON for everything else (including JSON null inside).
+        value = values[name]
+        values[name] = None if value is None else Jsonb(value, dumps=_json_dumps)
+    return values
 
 
 def _no_nul(value: str) -> str:

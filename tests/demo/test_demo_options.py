@@ -71,7 +71,13 @@ def test_bad_options_fail_with_one_line_before_anything_starts(
 
 @pytest.mark.parametrize(
     "args",
-    [["--items", "0"], ["--eval-items", "0"], ["--teacher-target", "1.5"], ["--port", "70000"], ["--threads", "0"]],
+    [
+        ["--items", "0"],
+        ["--eval-items", "0"],
+        ["--teacher-target", "1.5"],
+        ["--port", "70000"],
+        ["--threads", "0"],
+    ],
 )
 def test_out_of_range_numbers_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     code, output = run_demo(*args, "--home", str(tmp_path / "home"))
@@ -82,14 +88,19 @@ def test_out_of_range_numbers_are_usage_errors(tmp_path: Path, args: list[str]) 
 
 def test_a_broken_recipe_is_one_line(tmp_path: Path) -> None:
     recipe = tmp_path / "broken.yaml"
-    recipe.write_text("name: broken\nseeds: {values: {a: [1]}}\nstages:\n  - name: answer\n    messages: [oops\n")
+    recipe.write_text(
+        "name: broken\nseeds: {values: {a: [1]}}\nstages:\n  - name: answer\n    messages: [oops\n"
+    )
     code, output = run_demo("--recipe", str(recipe), "--teacher", "some/model", "--home", str(tmp_path / "h"))
     assert code == 2
-    assert output.startswith("error: ") and len(output.strip().splitlines()) == 1, output
+    assert output.startswith("error: ")
+    assert len(output.strip().splitlines()) == 1, output
     assert "invalid YAML" in output
 
 
-def test_a_recipe_whose_templates_need_other_variables_cannot_use_the_addition_teacher(tmp_path: Path) -> None:
+def test_a_recipe_whose_templates_need_other_variables_cannot_use_the_addition_teacher(
+    tmp_path: Path,
+) -> None:
     recipe = tmp_path / "topics.yaml"
     recipe.write_text(
         "name: topics\nseeds: {values: {topic: [rain]}}\nstages:\n"
@@ -97,7 +108,8 @@ def test_a_recipe_whose_templates_need_other_variables_cannot_use_the_addition_t
     )
     code, output = run_demo("--recipe", str(recipe), "--home", str(tmp_path / "h"))
     assert code == 2
-    assert "error: " in output and "topic" in output
+    assert "error: " in output
+    assert "topic" in output
     assert len(output.strip().splitlines()) == 1, output
 
 

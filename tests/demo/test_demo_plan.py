@@ -25,7 +25,12 @@ def test_addition_sets_are_disjoint_and_the_teachers_never_move() -> None:
     small = addition_questions(items=100, eval_items=20)
     large = addition_questions(items=4000, eval_items=200)
     for questions in (small, large):
-        sets = [set(questions.held_out), set(questions.fresh), set(questions.truth), set(questions.validation)]
+        sets = [
+            set(questions.held_out),
+            set(questions.fresh),
+            set(questions.truth),
+            set(questions.validation),
+        ]
         assert sum(len(s) for s in sets) == len(set().union(*sets)), "no question may be in two sets"
     assert (len(large.held_out), len(large.fresh), len(large.truth), len(large.validation)) == (
         200,
@@ -34,7 +39,8 @@ def test_addition_sets_are_disjoint_and_the_teachers_never_move() -> None:
         VALIDATION_ITEMS,
     )
     # The teacher's questions (hence its cache key) do not depend on --items / --eval-items.
-    assert small.truth == large.truth and small.validation == large.validation
+    assert small.truth == large.truth
+    assert small.validation == large.validation
     assert addition_questions(100, 20) == small, "the same options give the same questions"
 
 
@@ -47,14 +53,20 @@ def test_more_questions_than_exist_is_refused() -> None:
 def test_default_plan_asks_the_arithmetic_recipe_fresh_questions_and_holds_out_others() -> None:
     plan = build_plan(None, None, items=300, eval_items=40, validation_items=50)
     questions = addition_questions(300, 40)
-    assert plan.addition and plan.recipe_name == "arithmetic"
-    assert plan.verifier_mode == "numeric" and plan.scorer == "numeric"
+    assert plan.addition
+    assert plan.recipe_name == "arithmetic"
+    assert plan.verifier_mode == "numeric"
+    assert plan.scorer == "numeric"
     assert plan.system == "Answer with a number only."  # the recipe's system prompt, kept for the student
     assert plan.max_new_tokens == 8
     # The job carries its seed rows inline: the fresh questions with their references.
     records = plan.job_recipe["seeds"]["records"]
     assert plan.items == len(records) == 300
-    assert records[0] == {"a": questions.fresh[0][0], "b": questions.fresh[0][1], "reference": str(sum(questions.fresh[0]))}
+    assert records[0] == {
+        "a": questions.fresh[0][0],
+        "b": questions.fresh[0][1],
+        "reference": str(sum(questions.fresh[0])),
+    }
     assert plan.limit is None
     # Held-out items are rendered exactly as the recipe renders a question.
     a, b = questions.held_out[0]
@@ -72,12 +84,15 @@ def test_default_plan_asks_the_arithmetic_recipe_fresh_questions_and_holds_out_o
         {"role": "user", "content": f"What is {a}+{b}?"},
     ]
     assert row["completion"] == [{"role": "assistant", "content": str(a + b)}]
-    assert len(plan.teacher_data.rows) == TEACHER_ROWS and len(plan.teacher_data.validation) == 50
+    assert len(plan.teacher_data.rows) == TEACHER_ROWS
+    assert len(plan.teacher_data.validation) == 50
 
 
 def test_a_given_teacher_needs_no_training_data() -> None:
     plan = build_plan(None, "org/teacher", items=50, eval_items=10, validation_items=10)
-    assert plan.addition and plan.teacher_data is None and len(plan.eval_items) == 10
+    assert plan.addition
+    assert plan.teacher_data is None
+    assert len(plan.eval_items) == 10
 
 
 def test_a_users_recipe_with_references_holds_seed_rows_out_of_generation(tmp_path: Path) -> None:
@@ -90,11 +105,13 @@ def test_a_users_recipe_with_references_holds_seed_rows_out_of_generation(tmp_pa
         "      - {role: user, content: 'Capital of {{ country }}?'}\n"
     )
     plan = build_plan(recipe, "org/teacher", items=1000, eval_items=200, validation_items=10)
-    assert not plan.addition and plan.teacher_data is None
+    assert not plan.addition
+    assert plan.teacher_data is None
     assert plan.verifier_mode == "normalized", "text references are compared normalised"
     assert len(plan.eval_items) == 10, "at most a fifth of the rows is held out"
     generated = plan.job_recipe["seeds"]["records"]
-    assert plan.items == len(generated) == 40 and plan.limit is None
+    assert plan.items == len(generated) == 40
+    assert plan.limit is None
     asked = {f"Capital of {row['country']}?" for row in generated}
     assert not asked & {item.question for item in plan.eval_items}
     assert all(item.system == "Be brief." and item.answer.startswith("city ") for item in plan.eval_items)
@@ -109,7 +126,8 @@ def test_a_users_recipe_without_references_skips_the_verifier_and_says_so(tmp_pa
         "  - name: answer\n    messages: [{role: user, content: 'Say {{ n }}'}]\n"
     )
     plan = build_plan(recipe, "org/teacher", items=2, eval_items=10, validation_items=10)
-    assert plan.verifier_mode is None and plan.eval_items == []
+    assert plan.verifier_mode is None
+    assert plan.eval_items == []
     assert plan.limit == 2, "the recipe keeps its own seeds; the job is limited to --items"
     assert any("no verifier" in note for note in plan.notes)
 
@@ -136,8 +154,11 @@ def test_teacher_key_names_the_data_and_the_settings() -> None:
 
 
 def test_narration_formats() -> None:
-    assert duration(12.34) == "12.3 s" and duration(250) == "4:10"
+    assert duration(12.34) == "12.3 s"
+    assert duration(250) == "4:10"
     line = sparkline([3.0, 2.0, 1.0, 0.5, 0.5])
-    assert line[0] == "█" and line[-1] == "▁" and len(line) == 5
+    assert line[0] == "█"
+    assert line[-1] == "▁"
+    assert len(line) == 5
     assert len(sparkline([float(i) for i in range(100)], width=20)) == 20
     assert sparkline([]) == ""

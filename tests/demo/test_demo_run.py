@@ -36,7 +36,8 @@ stages:
     messages:
       - {role: system, content: Answer briefly.}
       - {role: user, content: "Say {{ a }} and {{ b }}"}
-    sampling: {temperature: 0.0, max_tokens: 6}
+    # The random tiny model answers greedily with blank lines only (no sample would parse): sample.
+    sampling: {temperature: 1.0, max_tokens: 6, min_tokens: 2}
 """
 
 
@@ -77,22 +78,32 @@ def test_miniature_demo_runs_the_whole_loop_through_the_api(
     assert done.returncode == 0, output[-4000:]
     assert "Traceback" not in output
 
-    for heading in ("0/5  Service", "1/5  Teacher", "2/5  Generation", "3/5  Curation", "4/5  Student", "5/5  Results"):
+    for heading in (
+        "0/5  Service",
+        "1/5  Teacher",
+        "2/5  Generation",
+        "3/5  Curation",
+        "4/5  Student",
+        "5/5  Results",
+    ):
         assert heading in output
     assert "no verifier" in output, "seed rows without a reference: the demo says the verifier is skipped"
     for row in ("student before", "student after", "student / teacher", "time per step", "total"):
         assert row in output
-    assert "/ui/training/" in output and "HARDLABEL_TOKEN=" in output
+    assert "/ui/training/" in output
+    assert "HARDLABEL_TOKEN=" in output
 
     # What the demo did is in the database: one job, one frozen version, one evaluated training run.
     engine = create_engine(demo_database_url)
     try:
         with Session(engine) as session:
             job = session.scalars(select(Job)).one()
-            assert job.status == "succeeded" and job.samples_written == 40
+            assert job.status == "succeeded"
+            assert job.samples_written == 40
             version = session.scalars(select(DatasetVersion)).one()
             assert version.name == "demo-echo-digits"
-            assert version.row_counts["train"] >= 1 and version.row_counts["test"] >= 1
+            assert version.row_counts["train"] >= 1
+            assert version.row_counts["test"] >= 1
             run = session.scalars(select(TrainingRun)).one()
             assert run.status == "succeeded", run.error
             assert run.results is not None
@@ -105,6 +116,7 @@ def test_miniature_demo_runs_the_whole_loop_through_the_api(
     rows = [json.loads(line) for line in (export / "train.jsonl").read_text().splitlines()]
     assert len(rows) == version.row_counts["train"]
     assert rows[0]["prompt"][0] == {"role": "system", "content": "Answer briefly."}
-    assert rows[0]["prompt"][1]["role"] == "user" and rows[0]["completion"][0]["role"] == "assistant"
+    assert rows[0]["prompt"][1]["role"] == "user"
+    assert rows[0]["completion"][0]["role"] == "assistant"
     assert (export / "README.md").read_text().strip()
     assert (home / "demo" / "worker.log").stat().st_size > 0, "the worker's output goes to its log"

@@ -48,14 +48,18 @@ def test_training_stops_at_the_first_checkpoint_that_reaches_the_target_and_is_c
     assert 0.0 <= validations[0]["accuracy"] <= 1.0
     assert any(e["kind"] == "step" for e in events)
     done = events[-1]
-    assert done["kind"] == "done" and done["steps"] == 2, "stopped early, not at max_steps"
-    assert done["validation_items"] == 8 and done["parameters"] > 0
+    assert done["kind"] == "done"
+    assert done["steps"] == 2, "stopped early, not at max_steps"
+    assert done["validation_items"] == 8
+    assert done["parameters"] > 0
     final = Path(done["model_path"])
-    assert (final / "config.json").is_file() and (final / "tokenizer.json").is_file()
+    assert (final / "config.json").is_file()
+    assert (final / "tokenizer.json").is_file()
 
     cached = cached_teacher(folder)
     assert cached == json.loads((folder / RESULT_FILE).read_text())
-    assert cached is not None and cached["model_path"] == done["model_path"]
+    assert cached is not None
+    assert cached["model_path"] == done["model_path"]
 
 
 def test_a_failing_training_is_one_line_naming_its_log(tmp_path: Path) -> None:
@@ -80,7 +84,8 @@ def test_a_failing_training_is_one_line_naming_its_log(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as caught:
         list(run_teacher_training(job, poll_seconds=0.5))
     message = str(caught.value)
-    assert "\n" not in message and "teacher.log" in message
+    assert "\n" not in message
+    assert "teacher.log" in message
     assert "Error" in message  # the exception's type, e.g. DatasetError
     assert "Traceback" in (tmp_path / "teacher.log").read_text(), "the details go to the log"
     assert cached_teacher(folder) is None

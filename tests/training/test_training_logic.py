@@ -235,14 +235,15 @@ def test_api_hyperparameters_mirror_the_trainers_training_spec() -> None:
 
     library = {k: v for k, v in TrainingSpec.model_json_schema()["properties"].items() if k != "method"}
     assert Hyperparameters.model_json_schema()["properties"] == library
-    for bad in (
+    bad_values: list[dict[str, Any]] = [
         {"max_steps": 0},
         {"warmup_ratio": 0.1, "warmup_steps": 5},
         {"lora_target_modules": []},
         {"lora_target_modules": [" "]},
         {"learning_rate": 2.0},
         {"lr_scheduler_type": "cyclic"},
-    ):
+    ]
+    for bad in bad_values:
         with pytest.raises(ValidationError):
             Hyperparameters(**bad)
         with pytest.raises(ValidationError):
@@ -264,7 +265,7 @@ def test_api_scratch_shapes_follow_the_tiny_model_rules() -> None:
     for layers, hidden, heads, vocab, position in itertools.product(
         (0, 1, 128, 129), (7, 8, 12, 64, 96), (0, 1, 2, 3, 4, 6), (259, 260, 512), (15, 16, 512)
     ):
-        shapes = {
+        shapes: dict[str, Any] = {
             "layers": layers,
             "hidden": hidden,
             "heads": heads,

@@ -119,14 +119,9 @@ def test_full_fine_tune_end_to_end_with_evaluation(
 
     kinds = [event.kind for event in events(training_db_url, run_id)]
     assert kinds[:3] == ["queued", "claimed", "training"]
-    assert kinds.count("checkpoint") >= 2
-    assert kinds.count("scored") == 3
-    assert kinds[-4:] == ["trained", "evaluated", "task_succeeded", "finished"] or kinds[-3:] == [
-        "evaluated",
-        "task_succeeded",
-        "finished",
-    ]
-    assert "trained" in kinds
+    tail = ["trained", "scored", "scored", "scored", "evaluated", "task_succeeded", "finished"]
+    assert kinds[-len(tail) :] == tail
+    assert set(kinds[3 : -len(tail)]) == {"checkpoint"}, "checkpoints are announced while training"
 
 
 def test_lora_and_packing_runs(
@@ -270,6 +265,8 @@ def test_cancel_stops_the_training_process_and_resume_continues_from_its_checkpo
     assert running["status"] == "running"
     assert running["progress"]["phase"] == "training"
     assert running["progress"]["total_steps"] == 100_000
+    assert running["progress"]["steps_per_second"] > 0
+    assert running["progress"]["eta_seconds"] > 0
     out = Path(running["output_dir"])
     pid = int((out / "child.pid").read_text())
     assert process_alive(pid)

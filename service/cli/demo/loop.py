@@ -80,8 +80,11 @@ TINY_ENGINE: dict[str, Any] = {
     "kv_cache_memory_bytes": 256 << 20,
     "max_model_len": 512,
 }
-# A real model on a machine without an NVIDIA GPU: no torch.compile, a bounded KV cache.
-CPU_ENGINE: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30, "max_model_len": 2048}
+# A real model on a machine without an NVIDIA GPU: no torch.compile, a bounded KV cache and context.
+CPU_ENGINE: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
+CPU_MAX_CONTEXT = 2048
+# Errors the service stores can span lines (a pydantic error, a log tail): the demo shows one.
+MAX_ERROR_CHARS = 500
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -122,6 +125,22 @@ def sparkline(values: Sequence[float], width: int = 20) -> str:
     if high - low < 1e-12:
         return SPARKS[0] * len(values)
     return "".join(SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1))] for v in values)
+
+
+def one_line(text: object) -> str:
+    """An error the service stored, as one line of bounded length."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= MAX_ERROR_CHARS else flat[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def cpu_context_length(model: str) -> int:
+    """CPU_MAX_CONTEXT, or less when a local model folder declares fewer positions."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        positions = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return CPU_MAX_CONTEXT
+    return min(positions, CPU_MAX_CONTEXT) if positions >= 16 else CPU_MAX_CONTEXT
 
 
 def _first_line(exc: BaseException) -> str:
@@ -170,6 +189,8 @@ class Outcome:
     run: dict[str, Any] = field(default_factory=dict)
     train_steps: int = 0
     train_seconds: float = 0.0
+    seconds_per_step: float | None = None  # between the first and last logged steps
+    eval_seconds: float = 0.0
 
 
 class Demo:
@@ -216,7 +237,8 @@ class Demo:
             ) from exc
         seconds = time.perf_counter() - started
         self.timings.append((title, seconds, note[0]))
-        self.console.print(f"[green]✓[/] {title.lower()} done in {duration(seconds)}")
+        if number < STEPS:
+            self.console.print(f"[green]✓[/] {title.lower()} done in {duration(seconds)}")
 
     def say(self, text: str) -> None:
         self.console.print(f"  {text}", highlight=False)
@@ -275,7 +297,7 @@ class Demo:
             if options.teacher is not None:
                 config = teacher_config(options.teacher, None, None, ())
                 if not nvidia_gpu():
-                    config = {**CPU_ENGINE, **config}
+                    config = {**CPU_ENGINE, "max_model_len": cpu_context_length(config["model"]), **config}
                 self.teacher = config
                 self.outcome.teacher_label = f"{config['model']} (--teacher)"
                 self.say(f"using {config['model']} (given with --teacher): nothing to train")
@@ -392,7 +414,7 @@ class Demo:
             p = job["progress"]
             if job["status"] != "succeeded":
                 raise DemoError(
-                    f"job {job['id']} {job['status']}: {job.get('last_error') or job.get('error')}"
+                    f"job {job['id']} {job['status']}: {one_line(job.get('last_error') or job.get('error'))}"
                 )
             self.outcome.generated = p["samples_written"]
             note[0] = f"{p['samples_written']:,} samples, {rate(p['items_per_second'], 'items/s')}"
@@ -408,7 +430,8 @@ class Demo:
             bar = bars.add_task(f"job {job['id']}", total=job["progress"]["items_total"] or None, info="")
             while True:
                 p = job["progress"]
-                eta = "" if p["eta_seconds"] is None else f" · ETA {duration(p['eta_seconds'])}"
+                running = job["status"] == "running" and p["eta_seconds"] is not None
+                eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
                 info = (
                     job["status"]
                     if job["status"] == "queued"
@@ -452,7 +475,7 @@ class Demo:
             run = self._follow_filter_run(run)
             self.active = None
             if run["status"] != "succeeded":
-                raise DemoError(f"filter run {run['id']} {run['status']}: {run.get('error')}")
+                raise DemoError(f"filter run {run['id']} {run['status']}: {one_line(run.get('error'))}")
             table = Table("filter", "passed", "failed", box=None, padding=(0, 2))
             for name, counts in run["counts"].items():
                 table.add_row(f"  {name}", f"{counts['passed']:,}", f"{counts['failed']:,}")
@@ -585,15 +608,20 @@ class Demo:
             self.active = None
             if run["status"] != "succeeded":
                 raise DemoError(
-                    f"training run {run['id']} {run['status']}: {run.get('last_error') or run.get('error')}"
+                    f"training run {run['id']} {run['status']}: "
+                    f"{one_line(run.get('last_error') or run.get('error'))}"
                 )
             self.outcome.run = run
-            steps_done, seconds = self.outcome.train_steps, self.outcome.train_seconds
-            per_step = f" ({seconds / steps_done:.2f} s/step)" if steps_done and seconds else ""
-            note[0] = f"{steps_done:,} steps in {duration(seconds)}{per_step}, then the evaluation"
+            done = self.outcome
+            per_step = f" ({done.seconds_per_step:.2f} s/step)" if done.seconds_per_step else ""
+            note[0] = (
+                f"training {done.train_steps:,} steps {duration(done.train_seconds)}{per_step}, "
+                f"evaluation {duration(done.eval_seconds)}"
+            )
 
     def _follow_training(self, run: dict[str, Any]) -> dict[str, Any]:
         losses: list[float] = []
+        logged: list[tuple[int, float]] = []  # (step, unix time) of logged steps
         last_step, next_print = 0, 0.0
         submitted, hinted = time.monotonic(), [False]
         training_started: float | None = None
@@ -606,6 +634,8 @@ class Demo:
                 page = self.api.get(f"/v1/training-runs/{run['id']}/metrics", after_step=last_step, limit=500)
                 for metric in page["items"]:
                     last_step = max(last_step, metric["step"])
+                    if isinstance(metric["values"].get("time"), int | float):
+                        logged.append((metric["step"], float(metric["values"]["time"])))
                     total = p["total_steps"] or 0
                     if metric["loss"] is None:
                         continue
@@ -625,7 +655,8 @@ class Demo:
                 if phase == "queued":
                     info = "queued"
                 else:
-                    eta = "" if p["eta_seconds"] is None else f" · ETA {duration(p['eta_seconds'])}"
+                    running = phase == "training" and p["eta_seconds"] is not None
+                    eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
                     shown = f"loss {losses[-1]:.4f} {sparkline(losses)}" if losses else "loss –"
                     info = f"{shown} · {rate(p['steps_per_second'], 'steps/s')}{eta}"
                 bars.update(train_bar, completed=p["step"], total=p["total_steps"] or None, info=info)
@@ -652,7 +683,10 @@ class Demo:
         if training_started is not None:
             self.outcome.train_seconds = (evaluation_started or end) - training_started
         if evaluation_started is not None:
-            self.timings.append(("  of which evaluation", end - evaluation_started, "three models on vLLM"))
+            self.outcome.eval_seconds = end - evaluation_started
+        if len(logged) >= 2 and logged[-1][0] > logged[0][0]:
+            (first_step, first_time), (last, last_time) = logged[0], logged[-1]
+            self.outcome.seconds_per_step = (last_time - first_time) / (last - first_step)
         return run
 
     def report(self) -> None:
