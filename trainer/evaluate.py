@@ -130,26 +130,48 @@ def generate_answers_hf(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    return generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size)
+
+
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, Any]]],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy answers from a loaded model (also one being trained: its train/eval mode is restored)."""
+    import torch
+
+    padding_side, was_training = tokenizer.padding_side, model.training
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.eval()
     answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [
-            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            for messages in prompts[start : start + batch_size]
-        ]
-        # The chat template already renders BOS and the turn markers.
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [
+                tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                for messages in prompts[start : start + batch_size]
+            ]
+            # The chat template already renders BOS and the turn markers.
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                model.device
             )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            with torch.inference_mode():
+                output = model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=pad_token_id,
+                )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            answers.extend(
+                text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            )
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
     return answers

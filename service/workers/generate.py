@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,13 +83,9 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
                 )
             except ValueError as exc:  # RecipeError, TemplateError: the recipe does not fit its rows
                 raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
-            for chunk in chunks:
-                ctx.check_lease()
-                cursor = store_chunk(ctx, job.job_id, chunk, item_start, cursor)
-                if item_start + cursor >= item_end:
-                    return TaskOutcome.DONE
-                if ctx.stop_requested:
-                    return TaskOutcome.STOPPED
+            cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor)
+            if item_start + cursor < item_end and ctx.stop_requested:
+                return TaskOutcome.STOPPED
     except TeacherLoadError as exc:
         raise PermanentTaskError(str(exc)) from exc
     if item_start + cursor < item_end:
@@ -95,6 +93,32 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
             f"the pipeline stopped at item {item_start + cursor} before the end of the shard ({item_end})"
         )
     return TaskOutcome.DONE
+
+
+def _generate_and_store(
+    ctx: TaskContext, job_id: int, chunks: Iterator[ChunkResult], item_start: int, cursor: int
+) -> int:
+    """Store each chunk while the next one is generated; returns the committed cursor.
+
+    Writes stay in order, one at a time: chunk k's transaction runs on a writer thread while the
+    teacher generates chunk k+1, so the database round trips hide behind generation. A failed
+    write (lease lost, cancel) surfaces before the next chunk is stored. On a stop request the
+    chunk in hand is stored, then the task stops.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix=f"task-{ctx.task.id}-writer") as writer:
+        pending: Future[int] | None = None
+        expected = cursor
+        for chunk in chunks:  # generating this chunk overlapped the previous chunk's write
+            if pending is not None:
+                cursor = pending.result()
+            ctx.check_lease()
+            pending = writer.submit(store_chunk, ctx, job_id, chunk, item_start, expected)
+            expected += len(chunk.item_indices)
+            if ctx.stop_requested:
+                break
+        if pending is not None:
+            cursor = pending.result()
+    return cursor
 
 
 def shard_range(task_id: int, payload: dict[str, Any]) -> tuple[int, int]:

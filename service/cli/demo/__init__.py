@@ -31,7 +31,7 @@ from service.settings import get_settings
 DEFAULT_ITEMS = 4000
 DEFAULT_EVAL_ITEMS = 200
 DEFAULT_TEACHER_MAX_STEPS = 3000
-DEFAULT_TEACHER_TARGET = 0.97
+DEFAULT_TEACHER_TARGET = 0.95
 
 
 def worker_environment(home: Path, on_gpu: bool, threads: int | None) -> dict[str, str]:
