@@ -4,17 +4,18 @@
     per-request seeds) go through
     - raw:      prompts chat-templated and tokenized *before* timing, then `LLM.generate` on the
                 same batches the worker sends (one call per chunk of each shard), so the ratio is
-                the service's own overhead; --raw-single-batch also times one call for all N;
+                the service's own cost (pipeline + queue + storage); --raw-single-batch also
+                times one call for all N prompts;
     - service:  a job row + its shard tasks are created, then an in-process worker (`run_worker`,
                 exit when idle) claims the shards, runs the recipe chunk by chunk and stores every
                 sample with its fenced checkpoint; timed from job creation until the worker
                 returned with the job succeeded and all N × n samples stored.
     Both use one `vllm.LLM` loaded before timing (model load excluded from both), and one untimed
-    warm-up pass of each side. Rounds alternate; the best round of each is compared.
-    Goal: service ≥ 0.95 × raw.
+    warm-up pass of each side. Each round runs raw then service; reported: best round vs best
+    round, and the median of the rounds' service/raw ratios. Goal: service ≥ 0.95 × raw.
 (b) Ingest: the stored samples of (a), replicated to --ingest-rows rows, written
-    - worker:   the worker's per-chunk transaction (fence, INSERT ... ON CONFLICT DO NOTHING from
-                column arrays, cursor, job counters, checkpoint event), chunk after chunk;
+    - worker:   the worker's per-chunk transaction (fence, pipelined INSERT ... ON CONFLICT DO
+                NOTHING, cursor, job counters, checkpoint event), chunk after chunk;
     - COPY:     one raw `COPY sample FROM STDIN` of the same rows in one transaction (and, for
                 scale, one COPY per chunk-sized transaction).
     Reported as rows/s and their ratio.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import threading
 import time
@@ -53,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=64, help="items per fenced chunk (service default)")
     parser.add_argument("--shard-size", type=int, default=256, help="items per task (service default)")
     parser.add_argument("--concurrency", type=int, default=1, help="tasks the worker runs at once")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each side")
     parser.add_argument(
         "--raw-single-batch", action="store_true", help="also time raw vLLM with all prompts in one call"
     )
@@ -395,6 +397,9 @@ def main() -> int:
         TEACHERS.close()
         drop_database(url, admin_url)
 
+    # Each round times raw then service back to back: the median of those paired ratios shrugs
+    # off load that comes and goes on a shared machine better than best-vs-best does.
+    paired = statistics.median(r / s for r, s in zip(timings["raw"], timings["service"], strict=True))
     ratio = service_best / raw_best
     print()
     print(
@@ -403,7 +408,8 @@ def main() -> int:
     )
     print(f"(a) raw vllm.LLM.generate        {raw_best:10,.0f} output tok/s (same batches; best round)")
     print(f"    service job, submit→stored   {service_best:10,.0f} output tok/s (best round)")
-    print(f"    ratio service/raw            {ratio:10.3f}  (goal >= 0.95)")
+    print(f"    ratio service/raw            {ratio:10.3f}  (best vs best)")
+    print(f"    ratio, median of rounds      {paired:10.3f}  (each round raw then service; goal >= 0.95)")
     if timings["raw-1-call"]:
         single_best = n * tokens / min(timings["raw-1-call"])
         print(f"    raw, all {n} prompts in 1 call {single_best:10,.0f} output tok/s")
@@ -412,10 +418,8 @@ def main() -> int:
     print(f"(b) worker insert path           {worker_best:10,.0f} rows/s {sizes}")
     print(f"    raw COPY                     {copy_best:10,.0f} rows/s (one COPY)")
     print(f"    ratio worker/COPY            {worker_best / copy_best:10.3f}")
-    print(
-        f"    raw COPY per {chunk_rows}-row commit   {copy_chunks_best:10,.0f} rows/s (for scale: the commits' share)"
-    )
-    if args.min_ratio is not None and ratio < args.min_ratio:
+    print(f"    raw COPY per {chunk_rows}-row commit   {copy_chunks_best:10,.0f} rows/s (for scale)")
+    if args.min_ratio is not None and paired < args.min_ratio:
         print(f"below --min-ratio {args.min_ratio}", file=sys.stderr)
         return 1
     return 0
