@@ -46,13 +46,13 @@ def list_shards(session: Session, job_id: int) -> list[Task]:
     return list(session.scalars(select(Task).where(Task.job_id == job_id).order_by(Task.id)))
 
 
-def cancel_job_rows(session: Session, job: Job) -> int:
-    """Cancel the job and its unfinished tasks; returns how many tasks were cancelled.
+def cancel_job_rows(session: Session, job: Job) -> int | None:
+    """Cancel the job and its unfinished tasks; how many tasks were cancelled, None if it had finished.
 
-    A worker's fenced write locks its task row, so this waits for the chunk in flight, which stays;
-    the worker's next fence then finds the task cancelled and stops.
+    Tasks first, then the job: a worker's fenced write locks its task row and then the job's, so the
+    same order here can only wait for the chunk in flight (which stays), never deadlock with it; the
+    worker's next fence then finds its task cancelled and stops.
     """
-    session.execute(update(Job).where(Job.id == job.id).values(status="cancelled", finished_at=func.now()))
     cancelled = session.execute(
         update(Task)
         .where(Task.job_id == job.id, Task.status.in_(ACTIVE_STATUSES))
@@ -60,9 +60,15 @@ def cancel_job_rows(session: Session, job: Job) -> int:
         .returning(Task.id)
     )
     count = len(cancelled.all())
+    stopped = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", finished_at=func.now())
+        .returning(Job.id)
+    ).first()
     session.flush()
     session.refresh(job)
-    return count
+    return count if stopped is not None else None
 
 
 def list_events(

@@ -75,7 +75,10 @@ class JobCreate(BaseModel):
     )
     teacher: TeacherConfig
     seed: int | None = Field(
-        default=None, ge=0, le=BIGINT_MAX, description="Seed of per-request sampling seeds (default 0)."
+        default=None,
+        ge=0,
+        le=BIGINT_MAX,
+        description="Seed of per-request sampling seeds (default: the recipe's `seed`).",
     )
     limit: int | None = Field(default=None, ge=1, le=INT_MAX, description="Generate at most this many items.")
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first.")

@@ -182,17 +182,17 @@ def list_jobs(session: Session, *, status: str | None, limit: int, offset: int) 
 
 def cancel_job(session: Session, job_id: int, *, principal: Principal) -> JobDetailView:
     """Cancel a queued or running job and its unfinished shards (what was written stays); 409 if finished."""
-    job = repository.get_job(session, job_id, for_update=True)
+    job = repository.get_job(session, job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} does not exist")
-    if job.status in FINISHED_STATUSES:
+    cancelled = None if job.status in FINISHED_STATUSES else repository.cancel_job_rows(session, job)
+    if cancelled is None:  # finished before, or while this waited for a worker's chunk
         raise ConflictError(
             f"job {job_id} has already finished ({job.status}); only queued or running jobs can be cancelled",
             title="Job Already Finished",
             slug="job-finished",
             job_status=job.status,
         )
-    cancelled = repository.cancel_job_rows(session, job)
     record_event(
         session,
         "cancelled",

@@ -12,7 +12,7 @@ from service.cli.demo.loop import Demo, DemoError, Options
 from service.cli.demo.plan import DEFAULT_RECIPE, MAX_ADDITION_QUESTIONS, build_plan
 from service.settings import Settings
 
-EXAMPLES = DEFAULT_RECIPE.parent
+EXAMPLES = DEFAULT_RECIPE.parents[1]  # examples/
 
 
 def run_demo(*args: str) -> tuple[int, str]:

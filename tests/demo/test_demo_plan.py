@@ -9,6 +9,7 @@ import pytest
 from service.cli import CliError
 from service.cli.demo.loop import duration, sparkline
 from service.cli.demo.plan import (
+    DEFAULT_RECIPE,
     MAX_ADDITION_QUESTIONS,
     TEACHER_ROWS,
     VALIDATION_ITEMS,
@@ -57,7 +58,8 @@ def test_default_plan_asks_the_arithmetic_recipe_fresh_questions_and_holds_out_o
     assert plan.recipe_name == "arithmetic"
     assert plan.verifier_mode == "numeric"
     assert plan.scorer == "numeric"
-    assert plan.system == "Answer with a number only."  # the recipe's system prompt, kept for the student
+    assert plan.recipe_file == DEFAULT_RECIPE
+    assert plan.system is None  # the demo's copy of the recipe has no system turn (shorter sequences)
     assert plan.max_new_tokens == 8
     # The job carries its seed rows inline: the fresh questions with their references.
     records = plan.job_recipe["seeds"]["records"]
@@ -79,13 +81,22 @@ def test_default_plan_asks_the_arithmetic_recipe_fresh_questions_and_holds_out_o
     assert plan.teacher_data is not None
     row = plan.teacher_data.rows[0]
     a, b = questions.truth[0]
-    assert row["prompt"] == [
-        {"role": "system", "content": "Answer with a number only."},
-        {"role": "user", "content": f"What is {a}+{b}?"},
-    ]
+    assert row["prompt"] == [{"role": "user", "content": f"What is {a}+{b}?"}]
     assert row["completion"] == [{"role": "assistant", "content": str(a + b)}]
     assert len(plan.teacher_data.rows) == TEACHER_ROWS
     assert len(plan.teacher_data.validation) == 50
+
+
+def test_the_full_arithmetic_recipe_keeps_its_system_prompt_everywhere() -> None:
+    plan = build_plan(
+        DEFAULT_RECIPE.parents[1] / "arithmetic.yaml", None, items=20, eval_items=5, validation_items=5
+    )
+    system = "Answer with a number only."
+    assert plan.system == system, "stored with every dataset row, so the student is asked as the teacher was"
+    assert all(item.system == system for item in plan.eval_items)
+    assert plan.teacher_data is not None
+    assert plan.teacher_data.rows[0]["prompt"][0] == {"role": "system", "content": system}
+    assert plan.teacher_data.validation[0].messages()[0] == {"role": "system", "content": system}
 
 
 def test_a_given_teacher_needs_no_training_data() -> None:

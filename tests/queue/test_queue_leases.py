@@ -297,3 +297,42 @@ def test_a_worker_never_reaps_its_own_tasks(clean_queue: str) -> None:
         assert [r.id for r in reap_expired_tasks(session, backoff_base=0.0, exclude_worker="other")] == [
             task_id
         ]
+
+
+def test_api_cancel_waits_for_a_chunk_in_flight_and_never_deadlocks_with_it(clean_queue: str) -> None:
+    """A fenced chunk write locks its task, then the job; cancel must take them in the same order."""
+    from service.auth import Principal
+    from service.jobs.service import cancel_job
+
+    url = clean_queue
+    job_id, (task_id,) = create_job(url, items=4, shard_size=4)
+    with transaction(url) as session:
+        session.execute(text("UPDATE job SET status = 'running' WHERE id = :id"), {"id": job_id})
+        session.execute(text("UPDATE task SET status = 'running' WHERE id = :id"), {"id": task_id})
+    task_locked, cancel_sent = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def write_chunk() -> None:  # the generate worker's transaction, slowed down between its two locks
+        try:
+            with transaction(url) as session:
+                session.execute(text("UPDATE task SET cursor = 2 WHERE id = :id"), {"id": task_id})
+                task_locked.set()
+                cancel_sent.wait(10)
+                session.execute(text("SELECT pg_sleep(1.5)"))  # longer than Postgres's deadlock_timeout
+                session.execute(
+                    text("UPDATE job SET items_done = items_done + 2 WHERE id = :id"), {"id": job_id}
+                )
+        except BaseException as exc:
+            failures.append(exc)
+
+    writer = threading.Thread(target=write_chunk)
+    writer.start()
+    assert task_locked.wait(10)
+    threading.Timer(0.2, cancel_sent.set).start()  # cancel_job is blocked by then, or has locked the job
+    with transaction(url) as session:
+        view = cancel_job(session, job_id, principal=Principal(token_id=0, name="admin", role="admin"))
+    writer.join(10)
+    assert failures == []  # the worker's write was not chosen as a deadlock victim
+    assert view.job.status == "cancelled"
+    assert job_row(url, job_id).items_done == 2  # the chunk in flight stays
+    assert task_row(url, task_id).status == "cancelled"

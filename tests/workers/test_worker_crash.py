@@ -105,3 +105,4 @@ def test_workers_killed_mid_shard_lose_nothing_and_duplicate_nothing(
             text("SELECT DISTINCT item_index FROM sample WHERE job_id = :j ORDER BY 1"), {"j": job_id}
         ).scalars()
         assert list(items) == list(range(ITEMS))
+    log.unlink()  # kept only when the test fails, to read what the workers said

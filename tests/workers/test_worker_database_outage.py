@@ -84,8 +84,9 @@ def test_killed_connections_mid_job_lose_nothing(clean_queue: str, tiny_teacher:
         for point in (1, 3, 5):
             wait_until(partial(reached, url, job_id, point), what=f"checkpoint {point}")
             killed.append(terminate_worker_connections(url))
-        # The worker's pooled connection and its heartbeat's were there to kill, every time.
-        assert all(count >= 2 for count in killed), killed
+        # There was a worker connection to kill every time (after the first kill, only the ones it
+        # reopened: how many depends on whether its heartbeat and its writer overlapped just then).
+        assert killed[0] >= 2 and all(count >= 1 for count in killed), killed
         with transaction(url) as session:
             after_kills = session.execute(text("SELECT now()")).scalar_one()
         worker.join(timeout=240)

@@ -4,7 +4,7 @@
    unset), the API and a worker for every task kind, what `hardlabel up` runs (`server`).
 1. Teacher: without --teacher, a tiny Llama learns 2-digit addition from ground truth until it
    answers enough validation questions right; cached under HOME/demo/teacher/ (`teacher`).
-2. Generation: a job of the arithmetic recipe over fresh questions, answered through vLLM.
+2. Generation: a job of the arithmetic recipe (examples/demo/) over fresh questions, answered through vLLM.
 3. Curation: verifier, exact dedup and length filters; a frozen dataset version with a test split;
    its export in TRL's prompt–completion format.
 4. Student: a training run of a smaller student and its evaluation against the teacher, before and
@@ -28,7 +28,7 @@ from service.cli.demo.plan import VALIDATION_ITEMS, build_plan
 from service.cli.demo.server import bind_demo_socket, nvidia_gpu
 from service.settings import get_settings
 
-DEFAULT_ITEMS = 4000
+DEFAULT_ITEMS = 5000
 DEFAULT_EVAL_ITEMS = 200
 DEFAULT_TEACHER_MAX_STEPS = 3000
 DEFAULT_TEACHER_TARGET = 0.95
@@ -76,7 +76,7 @@ def default_threads(on_gpu: bool) -> int | None:
     "--recipe",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Recipe file (default examples/arithmetic.yaml). Seed rows with a `reference` get the verifier.",
+    help="Recipe file (default: examples/demo/arithmetic.yaml). Seeds with a `reference` get the verifier.",
 )
 @click.option(
     "--items",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -67,8 +68,8 @@ TEACHER_SCHEDULE: dict[str, Any] = {
     "seed": 0,
 }
 STUDENT_SCHEDULE: dict[str, Any] = {**TEACHER_SCHEDULE, "learning_rate": 2e-3}
-TEACHER_ROUND_STEPS = 250
-DEFAULT_STUDENT_STEPS = 1500
+TEACHER_ROUND_STEPS = 125
+DEFAULT_STUDENT_STEPS = 2500
 # A real student (--student) starts pretrained: one epoch at TRL's usual settings.
 REAL_STUDENT_HYPERPARAMETERS: dict[str, Any] = {"num_train_epochs": 1.0, "max_length": 1024}
 LOGGING_STEPS = 10
@@ -661,8 +662,11 @@ class Demo:
                 else:
                     running = phase == "training" and p["eta_seconds"] is not None
                     eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
-                    shown = f"loss {losses[-1]:.4f} {sparkline(losses)}" if losses else "loss –"
-                    info = f"{shown} · {rate(p['steps_per_second'], 'steps/s')}{eta}"
+                    # Log scale: the first steps' loss (~6) would flatten the rest of the curve.
+                    curve = sparkline([math.log(max(loss, 1e-6)) for loss in losses])
+                    shown = f"loss {losses[-1]:.4f} {curve}" if losses else "loss –"
+                    speed = f" · {rate(p['steps_per_second'], 'steps/s')}" if phase == "training" else ""
+                    info = f"{shown}{speed}{eta}"
                 bars.update(train_bar, completed=p["step"], total=p["total_steps"] or None, info=info)
                 if evaluation_started is not None:
                     if eval_bar is None:

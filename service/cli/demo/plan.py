@@ -25,7 +25,7 @@ from service.cli.jobs import self_contained_spec
 if TYPE_CHECKING:
     from generator.recipe import CompiledStage
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "examples" / "arithmetic.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "examples" / "demo" / "arithmetic.yaml"
 REFERENCE_FIELD = "reference"
 
 ADDITION_SEED = 0
@@ -180,7 +180,7 @@ def build_plan(
             raise CliError(
                 f"{path}: without --teacher the demo trains a teacher for 2-digit addition, so the "
                 "recipe's answer stage must be its first stage, templated over a and b "
-                "(like examples/arithmetic.yaml); give --teacher MODEL for other recipes"
+                "(like examples/demo/arithmetic.yaml); give --teacher MODEL for other recipes"
             )
         try:
             stage = compile_stages(recipe, list(addition_row(0, 0)))[stage_index]
