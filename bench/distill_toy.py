@@ -121,7 +121,7 @@ def train_and_score(
         per_device_train_batch_size=args.batch,
         max_length=64,
         warmup_steps=args.warmup,
-        lr_scheduler_type="cosine",
+        lr_scheduler_type=args.scheduler,
         logging_steps=50,
         save_steps=args.max_steps,
         save_total_limit=1,
@@ -152,7 +152,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--max-steps", type=int, default=2000, help="cosine schedule length")
+    parser.add_argument("--max-steps", type=int, default=2000, help="schedule length (most steps trained)")
+    parser.add_argument("--scheduler", default="cosine", help="transformers lr_scheduler_type")
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--no-stop", action="store_true", help="train all --max-steps even after the target")
     parser.add_argument("--seed", type=int, default=0)
@@ -176,7 +177,8 @@ def main() -> None:
 
     def shape(text: str) -> dict[str, int]:
         layers, hidden = (int(part) for part in text.lower().split("x"))
-        return {"layers": layers, "hidden": hidden, "heads": 4, "vocab": 512}
+        # Heads of 32 dimensions, as vLLM's CPU attention needs (the service serves these models).
+        return {"layers": layers, "hidden": hidden, "heads": max(1, hidden // 32), "vocab": 512}
 
     work = args.work
     print(f"teacher: {args.teacher_shape} on {len(teacher_pairs)} ground-truth rows", flush=True)
@@ -235,7 +237,7 @@ def main() -> None:
     ratio = student.accuracy / teacher.accuracy if teacher.accuracy else 0.0
     print(f"\nstudent / teacher held-out accuracy: {ratio:.3f}")
     print(
-        f"settings: lr {args.lr} cosine over {args.max_steps} steps, warmup {args.warmup}, "
+        f"settings: lr {args.lr} {args.scheduler} over {args.max_steps} steps, warmup {args.warmup}, "
         f"batch {args.batch}, max_length 64, split digits, vocab 512, seed {args.seed}, "
         f"torch threads {torch_threads()}"
     )

@@ -1,131 +1,91 @@
 """Hard-label distillation at toy scale, through the whole service (the issue's proof that the loop is real).
 
-A small teacher that learned 2-digit addition from ground truth answers questions in a real
-generation job (the generate worker, vLLM); a verifier filter run keeps its correct answers; a
-dataset version freezes them; a training run fine-tunes a smaller student from scratch on that
-version only; the run's evaluation scores teacher and student with vLLM on held-out questions
-neither ever saw. The student must reach at least 0.9 of the teacher's accuracy.
+The demo's own task, settings and building blocks (`hardlabel demo`), with the REST calls made here
+so every step can be checked: a small teacher that learned 2-digit addition from ground truth
+answers fresh questions in a real generation job (the generate worker, vLLM); a verifier filter run
+keeps its correct answers; a dataset version freezes them; a training run fine-tunes a smaller
+student from scratch on that version only; the run's evaluation scores teacher and student with
+vLLM on held-out questions neither ever saw. The student must reach at least 0.9 of the teacher's
+accuracy.
 
-The teacher is trained once and cached under .tmp/ keyed by its configuration (a cold cache trains
-it here, a few minutes on 2 cores).
+The teacher is trained here (about a minute on 2 cores) and cached under .tmp/ by the digest of its
+data and settings, as the demo caches its own under .hardlabel/.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service.cli.demo.loop import (
+    DEFAULT_STUDENT_STEPS,
+    STUDENT_SCHEDULE,
+    STUDENT_SHAPES,
+    TEACHER_ROUND_STEPS,
+    TEACHER_SCHEDULE,
+    TEACHER_SHAPES,
+)
+from service.cli.demo.plan import REFERENCE_FIELD, Plan, build_plan
+from service.cli.demo.teacher import (
+    TeacherJob,
+    cached_teacher,
+    teacher_key,
+    train_teacher,
+    write_training_data,
+)
 from service.settings import Settings
 from service.workers.runner import run_worker
 from training.factories import events, vllm_teacher
 
-pytestmark = [pytest.mark.slow, pytest.mark.distillation, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".tmp" / "distill-teacher"
-EVAL_ITEMS = 200
-TEACHER_SHAPES = {"layers": 4, "hidden": 128, "heads": 4, "vocab": 512}
-# vLLM's CPU attention needs a head size of at least 32: 64 hidden / 2 heads.
-STUDENT_SHAPES = {"layers": 2, "hidden": 64, "heads": 2, "vocab": 512}
-# Measured on this task (split digits, vocab 512, batch 64, 1 CPU thread): the teacher at 1e-3 reaches
-# ~96% of the held-out questions in 1,000 steps (3e-3 stalls near 5%); the 2x64 student at 2e-3 on
-# 9,800 correct labels ~98% in 1,000 steps, 99% in 1,500.
-TEACHER_SCHEDULE = {
-    "learning_rate": 1e-3,
-    "per_device_train_batch_size": 64,
-    "max_length": 64,
-    "warmup_steps": 50,
-    "lr_scheduler_type": "constant_with_warmup",
-    "weight_decay": 0.1,
-    "seed": 0,
-}
-STUDENT_SCHEDULE = {**TEACHER_SCHEDULE, "learning_rate": 2e-3}
-TEACHER_ROUND_STEPS, TEACHER_MAX_STEPS, TEACHER_TARGET = 250, 3000, 0.97
-STUDENT_STEPS = 1200
+ITEMS, EVAL_ITEMS, VALIDATION_ITEMS = 4000, 200, 200
+TEACHER_TARGET, TEACHER_MAX_STEPS = 0.95, 2000
 
 
-def questions() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The held-out evaluation pairs, and the pool the teacher learns from and then labels for the student.
-
-    Only the held-out pairs are new to both models at evaluation.
-    """
-    pairs = [(a, b) for a in range(100) for b in range(100)]
-    random.Random(0).shuffle(pairs)
-    return pairs[:EVAL_ITEMS], pairs[EVAL_ITEMS:]
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    """The demo's questions: fresh ones for the job, held-out ones for the evaluation, disjoint."""
+    return build_plan(None, None, items=ITEMS, eval_items=EVAL_ITEMS, validation_items=VALIDATION_ITEMS)
 
 
-def question(a: int, b: int) -> str:
-    return f"What is {a}+{b}?"
-
-
-def build_addition_teacher() -> Path:
-    """A teacher that adds 2-digit numbers (>= 97% on held-out questions), trained once and cached."""
-    from trainer.config import TrainingSpec
-    from trainer.evaluate import generate_answers_hf, score_predictions
-    from trainer.sft import train
-
-    held_out, truth = questions()
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "shapes": TEACHER_SHAPES,
-                "schedule": TEACHER_SCHEDULE,
-                "rows": len(truth),
-                "target": TEACHER_TARGET,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    folder = CACHE / key
-    final = folder / "final"
-    if (folder / "accuracy.json").exists():
-        return final
-    shutil.rmtree(folder, ignore_errors=True)
-    data = folder / "truth.jsonl"
-    data.parent.mkdir(parents=True, exist_ok=True)
-    data.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "prompt": [{"role": "user", "content": question(a, b)}],
-                    "completion": [{"role": "assistant", "content": str(a + b)}],
-                }
-            )
-            + "\n"
-            for a, b in truth
+@pytest.fixture(scope="module")
+def addition_teacher(plan: Plan) -> Path:
+    """The demo's teacher, trained until it answers TEACHER_TARGET of its validation questions."""
+    data = plan.teacher_data
+    assert data is not None
+    settings = {
+        "schedule": TEACHER_SCHEDULE,
+        "max_steps": TEACHER_MAX_STEPS,
+        "round_steps": TEACHER_ROUND_STEPS,
+        "target": TEACHER_TARGET,
+    }
+    folder = CACHE / teacher_key(data, TEACHER_SHAPES, settings)
+    result = cached_teacher(folder)
+    if result is None:
+        job = TeacherJob(
+            folder=str(folder),
+            data_path=str(write_training_data(folder, data)),
+            validation=data.validation,
+            shapes=TEACHER_SHAPES,
+            schedule=TEACHER_SCHEDULE,
+            max_steps=TEACHER_MAX_STEPS,
+            round_steps=TEACHER_ROUND_STEPS,
+            target=TEACHER_TARGET,
+            scorer=plan.scorer,
+            max_new_tokens=plan.max_new_tokens,
+            log_path=str(folder / "teacher.log"),
+            threads=None,
         )
-    )
-    prompts = [[{"role": "user", "content": question(a, b)}] for a, b in held_out]
-    references = [str(a + b) for a, b in held_out]
-    steps, accuracy = 0, 0.0
-    while steps < TEACHER_MAX_STEPS and accuracy < TEACHER_TARGET:
-        steps += TEACHER_ROUND_STEPS
-        spec = TrainingSpec(
-            **TEACHER_SCHEDULE,
-            max_steps=steps,
-            logging_steps=50,
-            save_steps=TEACHER_ROUND_STEPS,
-            save_total_limit=1,
-        )
-        result = train(
-            dataset_path=data, student=None, from_scratch=TEACHER_SHAPES, output_dir=folder, spec=spec
-        )
-        answers = generate_answers_hf(result.model_path, prompts, max_new_tokens=8, batch_size=256)
-        accuracy = score_predictions(answers, references, "exact").accuracy
-    assert accuracy >= TEACHER_TARGET, f"the teacher reached only {accuracy:.3f} in {steps} steps"
-    (folder / "accuracy.json").write_text(json.dumps({"steps": steps, "accuracy": accuracy}))
-    return final
-
-
-@pytest.fixture(scope="session")
-def addition_teacher() -> Path:
-    return build_addition_teacher()
+        result = train_teacher(job, lambda event: None)
+    assert result["accuracy"] >= TEACHER_TARGET, f"the teacher stopped at {result['accuracy']:.3f}"
+    return Path(result["model_path"])
 
 
 def run_until_idle(settings: Settings, kind: str) -> None:
@@ -137,29 +97,19 @@ def test_student_trained_on_the_teachers_verified_answers_reaches_90_percent_of_
     admin: dict[str, str],
     training_settings: Settings,
     training_db_url: str,
+    plan: Plan,
     addition_teacher: Path,
     tmp_path: Path,
 ) -> None:
-    held_out, pool = questions()
-    teacher = vllm_teacher(addition_teacher)
-
     # 1. The teacher answers fresh questions in a generation job (the generate worker, vLLM).
-    recipe = {
-        "name": "addition-distill",
-        "seed": 0,
-        "seeds": {"records": [{"a": a, "b": b, "reference": str(a + b)} for a, b in pool]},
-        "stages": [
-            {
-                "name": "answer",
-                "messages": [{"role": "user", "content": "What is {{ a }}+{{ b }}?"}],
-                "sampling": {"temperature": 0.0, "max_tokens": 8},
-                "parser": {"type": "text"},
-            }
-        ],
-    }
     job = client.post(
         "/v1/jobs",
-        json={"recipe": recipe, "teacher": teacher, "shard_size": 1000, "chunk_size": 500},
+        json={
+            "recipe": plan.job_recipe,
+            "teacher": vllm_teacher(addition_teacher),
+            "shard_size": 1000,
+            "chunk_size": 500,
+        },
         headers=admin,
     )
     assert job.status_code == 202, job.text
@@ -172,14 +122,19 @@ def test_student_trained_on_the_teachers_verified_answers_reaches_90_percent_of_
         TEACHERS.close()  # the teacher's vLLM engine leaves this process
     done = client.get(f"/v1/jobs/{job_id}", headers=admin).json()
     assert done["status"] == "succeeded", done["last_error"]
-    assert done["progress"]["samples_written"] == len(pool)
+    assert done["progress"]["samples_written"] == ITEMS
 
     # 2. A verifier filter keeps the answers that equal the seed row's reference.
     filter_run = client.post(
         "/v1/filter-runs",
         json={
             "selection": {"job_ids": [job_id]},
-            "filters": [{"type": "verifier", "params": {"reference_field": "reference", "mode": "numeric"}}],
+            "filters": [
+                {
+                    "type": "verifier",
+                    "params": {"reference_field": REFERENCE_FIELD, "mode": plan.verifier_mode},
+                }
+            ],
         },
         headers=admin,
     )
@@ -188,7 +143,7 @@ def test_student_trained_on_the_teachers_verified_answers_reaches_90_percent_of_
     counts = client.get(f"/v1/filter-runs/{filter_run.json()['id']}", headers=admin).json()
     assert counts["status"] == "succeeded"
 
-    # 3. A frozen version of the verified answers.
+    # 3. A frozen version of the verified answers only.
     version = client.post(
         "/v1/datasets",
         json={
@@ -204,25 +159,29 @@ def test_student_trained_on_the_teachers_verified_answers_reaches_90_percent_of_
     assert version.status_code in (200, 201), version.text
     version_id = version.json()["id"]
     rows = version.json()["row_counts"]["train"]
-    assert rows >= 0.9 * len(pool), f"the teacher's answers were right only {rows} times"
+    assert 0.8 * ITEMS <= rows < ITEMS, f"{rows} of the teacher's {ITEMS} answers were verified right"
 
-    # 4. A student from scratch trained on the version; scored against the teacher on held-out items.
+    # 4. A smaller student from scratch trained on the version; scored against the teacher on
+    # held-out items neither model trained on.
     eval_set = tmp_path / "held_out.jsonl"
-    eval_set.write_text(
-        "".join(json.dumps({"question": question(a, b), "answer": str(a + b)}) + "\n" for a, b in held_out)
-    )
+    eval_set.write_text("".join(json.dumps(item.to_json()) + "\n" for item in plan.eval_items))
+    hyperparameters: dict[str, Any] = {
+        **STUDENT_SCHEDULE,
+        "max_steps": DEFAULT_STUDENT_STEPS,
+        "logging_steps": 50,
+        "save_steps": 500,
+    }
     response = client.post(
         "/v1/training-runs",
         json={
             "dataset_id": version_id,
             "student": {"from_scratch": STUDENT_SHAPES},
-            "hyperparameters": {
-                **STUDENT_SCHEDULE,
-                "max_steps": STUDENT_STEPS,
-                "logging_steps": 50,
-                "save_steps": 500,
+            "hyperparameters": hyperparameters,
+            "evaluation": {
+                "eval_set": {"path": str(eval_set), "system_field": "system"},
+                "scorer": plan.scorer,
+                "max_new_tokens": plan.max_new_tokens,
             },
-            "evaluation": {"eval_set": {"path": str(eval_set)}, "scorer": "exact", "max_new_tokens": 8},
         },
         headers=admin,
     )
