@@ -33,8 +33,14 @@ def normalize_answer(text: str) -> str:
 
 
 def normalized_match(prediction: str, reference: str) -> bool:
-    """Equal after `normalize_answer`."""
-    return normalize_answer(prediction) == normalize_answer(reference)
+    """Equal after `normalize_answer`; a reference with nothing left after it must match exactly.
+
+    (Otherwise "," and "?!" would agree: both normalize to nothing.)
+    """
+    expected = normalize_answer(reference)
+    if not expected:
+        return exact_match(prediction, reference)
+    return normalize_answer(prediction) == expected
 
 
 def parse_number(text: str) -> float | None:

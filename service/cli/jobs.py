@@ -219,7 +219,7 @@ def _when(value: str | None) -> str:
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("id", "status", "recipe", "items", "%", "samples", "items/s", "ETA", "created")
+    table = Table("id", "status", "recipe id", "items", "%", "samples", "items/s", "ETA", "created")
     for job in jobs:
         p = job["progress"]
         table.add_row(

@@ -76,6 +76,11 @@ def compute_progress(
     elapsed = max(((finished_at or now) - started_at).total_seconds(), 0.0) if started_at else None
     since = attempt_started_at.timestamp() if attempt_started_at else None
     rate = step_rate(recent_steps, since) if status == "running" else None
+    if rate is None and phase == "training" and step > 0 and attempt_started_at is not None:
+        # Fewer than two steps logged yet: the attempt's average so far (start-up included, so
+        # the first ETA is pessimistic) beats no ETA at all.
+        running_for = (now - attempt_started_at).total_seconds()
+        rate = step / running_for if running_for > 0 else None
     if status in FINISHED:
         eta: float | None = 0.0
     elif phase == "evaluating":

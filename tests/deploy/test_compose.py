@@ -17,6 +17,7 @@ import yaml
 
 from service.cli import main as cli_main
 from service.settings import Settings
+from service.workers.registry import known_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -105,6 +106,13 @@ def test_commands_exist(name: str) -> None:
         return
     assert argv[0] in scripts, f"{argv[0]} is not a console script of the project"
     _check_click_args(cli_main, argv[1:], argv[0])
+    if "--kinds" in argv:  # checked when the worker starts, not by click: check it here
+        kinds = argv[argv.index("--kinds") + 1].split(",")
+        assert set(kinds) <= set(known_kinds()), f"{name}: {kinds} names a task kind no worker has"
+
+
+def test_default_worker_kinds_are_real() -> None:
+    assert set(Settings().worker_kinds.split(",")) == set(known_kinds())
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:

@@ -22,6 +22,9 @@ def test_scorers_compare_a_prediction_to_a_reference() -> None:
     assert not exact_match("42.", "42")
     assert normalized_match("The  Eiffel Tower!", "eiffel tower")
     assert not normalized_match("Paris", "Rome")
+    # Punctuation-only answers normalize to nothing: they must match as written, not all agree.
+    assert not normalized_match(",", "?!")
+    assert normalized_match(" ?! ", "?!")
     assert numeric_match("The answer is 1,234.", "1234")
     assert numeric_match("x = 0.30000001", "0.3", tol=1e-6)
     assert not numeric_match("about 12", "13")

@@ -58,6 +58,21 @@ def test_progress_eta_fraction_and_phases() -> None:
     assert running.steps_per_second == pytest.approx(1.0)
     assert running.eta_seconds == pytest.approx(100.0)
     assert running.elapsed_seconds == pytest.approx(100.0)
+    # One step logged so far: the attempt's average rate (start-up included) gives the first ETA.
+    first = compute_progress(
+        status="running",
+        phase="training",
+        step=18,
+        total_steps=50,
+        tokens_per_second=None,
+        started_at=started,
+        finished_at=None,
+        recent_steps=[(10, 1000.0)],
+        attempt_started_at=NOW - timedelta(seconds=36),
+        now=NOW,
+    )
+    assert first.steps_per_second == pytest.approx(0.5)
+    assert first.eta_seconds == pytest.approx(64.0)
     evaluating = compute_progress(
         status="running",
         phase="evaluating",

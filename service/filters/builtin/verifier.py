@@ -72,8 +72,11 @@ class ReferenceVerifier(PerSampleFilter):
             return self._numeric(sid, answer, reference)
         if p.mode == "exact":
             same = answer.strip() == str(reference).strip()
-        else:
-            same = normalize_text(answer) == normalize_text(str(reference))
+        else:  # a reference that normalizes to nothing ("?!") must match as written
+            expected = normalize_text(str(reference))
+            same = (
+                normalize_text(answer) == expected if expected else answer.strip() == str(reference).strip()
+            )
         shown_answer, shown_reference = preview(answer.strip(), 60), preview(str(reference).strip(), 60)
         relation = "=" if same else "≠"
         return Verdict(sid, same, f"answer {shown_answer!r} {relation} reference {shown_reference!r}")
