@@ -23,7 +23,8 @@ from service.filters.stages import resolve_stage
 from service.reviews.conditions import review_status_condition, tags_condition
 
 
-def _conditions(session: Session, payload: DatasetCreate, stage: str) -> list[ColumnElement[bool]]:
+def version_conditions(session: Session, payload: DatasetCreate, stage: str) -> list[ColumnElement[bool]]:
+    """The sample conditions of a version's query (the UI's preview counts the same rows)."""
     query = payload.query
     conditions = selection_conditions(query.job_ids, stage, include_parse_failed=True)
     conditions.append(current_answer().is_not(None))  # a failed parse counts once a reviewer wrote an answer
@@ -66,7 +67,7 @@ def create_dataset(
     """
     query = payload.query
     stage = resolve_stage(session, query.job_ids, query.stage, ("body", "query"))
-    conditions = _conditions(session, payload, stage)
+    conditions = version_conditions(session, payload, stage)
     gt_spec = payload.ground_truth
     gt_records = (
         uploaded_ground_truth if uploaded_ground_truth is not None else (gt_spec.records if gt_spec else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from service.datasets.schemas import DatasetCreate
-from service.datasets.service import _conditions as dataset_conditions
+from service.datasets.service import version_conditions
 from service.filters.stages import resolve_stage
 from service.samples.query import SampleQuery, sample_conditions
 from service.stats import repository
@@ -139,7 +139,7 @@ def dataset_preview(session: Session, payload: DatasetCreate) -> DatasetPreview:
     service's own conditions (so the preview cannot drift from creation)."""
     query = payload.query
     stage = resolve_stage(session, query.job_ids, query.stage, ("body", "query"))
-    conditions = dataset_conditions(session, payload, stage)
+    conditions = version_conditions(session, payload, stage)
     split = payload.split
     counted = repository.rows_per_job(
         session,

@@ -192,6 +192,7 @@ class Outcome:
     generated: int = 0
     kept: int = 0
     failed_by_filter: dict[str, int] = field(default_factory=dict)
+    unparsed: int = 0  # samples whose output parser failed: no filter sees them, no version keeps them
     dataset: dict[str, Any] = field(default_factory=dict)
     export_dir: Path | None = None
     run: dict[str, Any] = field(default_factory=dict)
@@ -480,6 +481,9 @@ class Demo:
             )
             self.active = ("filter-runs", run["id"])
             self.say(f"filter run {run['id']} over {run['selection_size']:,} samples: {', '.join(described)}")
+            self.outcome.unparsed = max(self.outcome.generated - run["selection_size"], 0)
+            if self.outcome.unparsed:
+                self.say(f"{self.outcome.unparsed:,} answers the parser could not read are left out")
             run = self._follow_filter_run(run)
             self.active = None
             if run["status"] != "succeeded":
@@ -731,6 +735,8 @@ class Demo:
                 f"{results.get('scorer', '')} match",
             )
             failed = ", ".join(f"{name} {n:,}" for name, n in outcome.failed_by_filter.items())
+            if outcome.unparsed:
+                failed += f"; unparsed {outcome.unparsed:,}"
             table.add_row(
                 "samples",
                 f"{outcome.generated:,} generated, {outcome.kept:,} kept, "
