@@ -223,3 +223,47 @@ def test_export_trains_with_a_plain_sft_trainer(
     outcome = trainer.train()
     assert outcome.global_step == 2
     assert all(entry["loss"] > 0 for entry in trainer.state.log_history if "loss" in entry)
+
+
+# CSV's hard cases: quotes, separators, line breaks, empty strings (not NULL), what looks like NULL.
+TRICKY = [
+    'He said "hi", then left.',
+    "line one\nline two\r\nthree",
+    "",
+    "ünïcødé ✓ 数字",
+    ",,,",
+    '""',
+    "\\N",
+    "NULL",
+]
+
+
+def test_rows_stream_out_exactly_in_small_batches(
+    client: TestClient, admin: Caller, reviewer: Caller, curation_db_url: str
+) -> None:
+    from service.datasets.export.rows import flat_batches
+    from service.db.session import get_engine
+
+    job_id = make_job(curation_db_url)
+    texts = [*TRICKY, "long " * 60, *(f"plain answer {i} " * 4 for i in range(40))]  # one row > 256 bytes
+    insert_samples(curation_db_url, [sample_row(job_id, i, f"q{i}: {t}", t) for i, t in enumerate(texts)])
+    client.post(
+        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
+    )
+    body = {
+        "name": "tricky",
+        "query": {"job_ids": [job_id]},
+        "ground_truth": {"records": [{"question": "gt", "answer": "x", "system": 'a\n"system", too'}]},
+    }
+    response = client.post("/v1/datasets", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    dataset_id = response.json()["id"]
+    expected = expected_rows(curation_db_url, dataset_id, "train")
+    assert len(expected) == len(texts) + 1
+    assert any(system is None for _, _, system in expected)
+    assert any(system for _, _, system in expected)
+
+    batches = list(flat_batches(get_engine(curation_db_url), dataset_id, "train", batch_bytes=256))
+    assert len(batches) > 1
+    streamed = [(r["question"], r["answer"], r["system"]) for b in batches for r in b.to_pylist()]
+    assert streamed == expected  # NULL stays None, "" stays "", order kept

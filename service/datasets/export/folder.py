@@ -16,7 +16,7 @@ from service.datasets.export.containers import (
     write_dataset_dict_json,
 )
 from service.datasets.export.formats import format_batch, format_schema
-from service.datasets.export.rows import DEFAULT_BATCH_ROWS, flat_batches, has_system, split_sizes
+from service.datasets.export.rows import DEFAULT_BATCH_BYTES, flat_batches, has_system, split_sizes
 
 
 def export_to_folder(
@@ -27,7 +27,7 @@ def export_to_folder(
     out_dir: Path,
     *,
     on_rows: Callable[[int], None] | None = None,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> dict[str, int]:
     """Write the version into `out_dir` (created); returns rows per split. `on_rows(n)` reports progress."""
     with engine.connect() as conn:
@@ -48,7 +48,7 @@ def export_to_folder(
         else:
             raise ValueError(f"unknown container {container!r}")
         try:
-            for batch in flat_batches(engine, manifest.id, split, batch_rows):
+            for batch in flat_batches(engine, manifest.id, split, batch_bytes):
                 writer.write(format_batch(batch, fmt, has_system=with_system))
                 if on_rows is not None:
                     on_rows(batch.num_rows)

@@ -1,16 +1,23 @@
-"""Reading a version's rows from Postgres as flat Arrow batches (server-side cursor, bounded memory)."""
+"""Reading a version's rows from Postgres as flat Arrow batches (COPY as CSV, bounded memory)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+from psycopg import sql
 from sqlalchemy import Connection, Engine, exists, func, select
 
 from service.datasets.export.formats import FLAT_SCHEMA
 from service.db.models import DatasetRow
 
-DEFAULT_BATCH_ROWS = 20_000
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+# Arrow batches of about this many bytes of CSV (tens of thousands of typical rows).
+DEFAULT_BATCH_BYTES = 8 << 20
 
 
 def split_sizes(conn: Connection, dataset_id: int) -> dict[str, int]:
@@ -32,34 +39,76 @@ def has_system(conn: Connection, dataset_id: int) -> bool:
     )
 
 
-def flat_batches(
-    engine: Engine, dataset_id: int, split: str, batch_rows: int = DEFAULT_BATCH_ROWS
-) -> Iterator[pa.RecordBatch]:
-    """The split's rows in row order, `batch_rows` at a time, from a server-side cursor.
+class CopyStream(io.RawIOBase):
+    """A read-only file over the chunks of a `COPY … TO STDOUT`, for pyarrow's streaming CSV reader."""
 
-    Straight on the psycopg connection: one `FETCH FORWARD batch_rows` round trip per batch and
-    plain tuples, with no per-row result objects in between.
+    def __init__(self, chunks: Iterator[ReadableBuffer]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._pending = memoryview(bytes(chunk))  # the driver may reuse its buffer
+            n = min(len(view) - filled, len(self._pending))
+            view[filled : filled + n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            filled += n
+        return filled
+
+
+def flat_batches(
+    engine: Engine, dataset_id: int, split: str, batch_bytes: int = DEFAULT_BATCH_BYTES
+) -> Iterator[pa.RecordBatch]:
+    """The split's rows in row order, as Arrow batches of about `batch_bytes` of data.
+
+    `COPY (SELECT …) TO STDOUT` in CSV, parsed by pyarrow's streaming CSV reader: no Python object
+    per row or per value, and memory bounded by one batch. In Postgres' CSV a NULL is an unquoted
+    empty field and an empty string a quoted one, which is how the reader tells them apart.
     """
+    import pyarrow.csv as pacsv
+
+    names = FLAT_SCHEMA.names
     pooled = engine.raw_connection()
     try:
         connection = pooled.driver_connection
         assert connection is not None
-        with connection.cursor(name=f"hardlabel_export_{dataset_id}_{split}") as cursor:
+        query = sql.SQL(
+            "COPY (SELECT question, answer, system FROM dataset_row "
+            "WHERE dataset_id = {} AND split = {} ORDER BY row_index) TO STDOUT WITH (FORMAT csv)"
+        ).format(sql.Literal(dataset_id), sql.Literal(split))
+        with connection.cursor() as cursor:
+            # The reader cannot split a row across blocks: a block must hold the longest row, with
+            # room for CSV's doubled quotes.
             cursor.execute(
-                "SELECT question, answer, system FROM dataset_row "
-                "WHERE dataset_id = %s AND split = %s ORDER BY row_index",
+                "SELECT max(octet_length(question) + coalesce(octet_length(answer), 0) "
+                "+ coalesce(octet_length(system), 0)) FROM dataset_row WHERE dataset_id = %s AND split = %s",
                 (dataset_id, split),
             )
-            while rows := cursor.fetchmany(batch_rows):
-                questions, answers, systems = zip(*rows, strict=True)
-                yield pa.RecordBatch.from_arrays(
-                    [
-                        pa.array(questions, pa.string()),
-                        pa.array(answers, pa.string()),
-                        pa.array(systems, pa.string()),
-                    ],
-                    schema=FLAT_SCHEMA,
+            longest = (cursor.fetchone() or (None,))[0] or 0
+            block_size = max(batch_bytes, 2 * int(longest) + 64)
+            with cursor.copy(query) as copy:
+                reader = pacsv.open_csv(
+                    CopyStream(iter(copy)),
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=dict.fromkeys(names, pa.string()),
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                        null_values=[""],
+                    ),
                 )
-        connection.rollback()  # read only: end the cursor's transaction
+                for batch in reader:
+                    yield pa.RecordBatch.from_arrays(batch.columns, schema=FLAT_SCHEMA)
+        connection.rollback()  # read only: end the COPY's transaction
     finally:
         pooled.close()
