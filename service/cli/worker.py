@@ -61,13 +61,20 @@ def worker(kinds: str | None, concurrency: int, exit_when_idle: bool, max_tasks:
         f"(Ctrl-C or SIGTERM: finish the current chunk and release; twice: exit now)",
         err=True,
     )
-    run_worker(
-        settings,
-        chosen,
-        concurrency=concurrency,
-        max_tasks=max_tasks,
-        exit_when_idle=exit_when_idle,
-    )
+    try:
+        run_worker(
+            settings,
+            chosen,
+            concurrency=concurrency,
+            max_tasks=max_tasks,
+            exit_when_idle=exit_when_idle,
+        )
+    finally:
+        # A vLLM teacher runs its engine in a child process, which Python waits for at exit: without
+        # this, a stopped worker that had generated anything would never exit.
+        from service.workers.teachers import TEACHERS
+
+        TEACHERS.close()
 
 
 commands: list[click.Command] = [worker]
