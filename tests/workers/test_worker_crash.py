@@ -106,3 +106,27 @@ def test_workers_killed_mid_shard_lose_nothing_and_duplicate_nothing(
         ).scalars()
         assert list(items) == list(range(ITEMS))
     log.unlink()  # kept only when the test fails, to read what the workers said
+
+
+def test_a_worker_whose_teacher_ran_in_a_vllm_engine_process_exits(
+    clean_queue: str, tiny_teacher: dict[str, Any]
+) -> None:
+    """vLLM's default engine runs in a child process, which Python waits for at exit (the other tests
+    run vLLM in-process): the worker must shut its teachers down, or it never exits."""
+    url = clean_queue
+    job_id, _ = create_job(
+        url, items=2, shard_size=2, spec=generate_recipe(2, n=1, max_tokens=4), teacher=tiny_teacher
+    )
+    log = ROOT / ".tmp" / f"engine-process-worker-{job_id}.log"
+    log.unlink(missing_ok=True)
+    process = spawn_cli_worker(url, log, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, **WORKER_SETTINGS)
+    try:
+        process.wait(timeout=150)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"the worker did not exit:\n{log.read_text()[-3000:]}")
+    assert process.returncode == 0, log.read_text()[-3000:]
+    assert job_row(url, job_id).status == "succeeded"
+    log.unlink()

@@ -70,12 +70,14 @@ def sample_stats(url: str, job_id: int) -> tuple[int, int]:
         return int(row[0]), int(row[1])
 
 
-def spawn_cli_worker(url: str, log: Path, **settings: Any) -> subprocess.Popen[bytes]:
+def spawn_cli_worker(
+    url: str, log: Path, env_overrides: dict[str, str] | None = None, **settings: Any
+) -> subprocess.Popen[bytes]:
     """`hardlabel worker --kinds generate` as a subprocess on ``url`` (settings as HARDLABEL_* variables).
 
     Its output goes to ``log`` (a pipe nobody reads would fill up and block the worker).
     """
-    env = {**os.environ, "HARDLABEL_DATABASE_URL": url, "TMPDIR": str(ROOT / ".tmp")}
+    env = {**os.environ, "HARDLABEL_DATABASE_URL": url, "TMPDIR": str(ROOT / ".tmp"), **(env_overrides or {})}
     env.update({f"HARDLABEL_{key.upper()}": str(value) for key, value in settings.items()})
     hardlabel = Path(sys.executable).with_name("hardlabel")
     with log.open("ab") as output:
