@@ -170,35 +170,6 @@ def server_url() -> str:
     )
 
 
-def create_database() -> str:
-    from sqlalchemy import create_engine, make_url, text
-
-    from service.db.migrate import upgrade
-
-    server = make_url(server_url())
-    name = f"hardlabel_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url
-
-
-def drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, make_url, text
-
-    from service.db.session import get_engine
-
-    get_engine.cache_clear()
-    name = make_url(url).database
-    admin = create_engine(make_url(server_url()), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def psycopg_dsn(url: str) -> str:
     from sqlalchemy import make_url
 
@@ -605,7 +576,9 @@ def main() -> int:
         return 0
 
     parts = set(args.parts.split(","))
-    url = args.reuse or create_database()
+    from service.db.scratch import create_database, drop_database
+
+    url = args.reuse or create_database(server_url(), "hardlabel_bench")
     print(f"database: {url.rsplit('/', 1)[-1]}  (n={args.n:,})", flush=True)
     try:
         if args.reuse:

@@ -78,39 +78,14 @@ def tiny_model() -> Path:
     return out
 
 
-def scratch_database(server_url: str | None) -> tuple[str, str]:
-    """(scratch database URL, admin URL) on the given server, or on the embedded one."""
-    from sqlalchemy import create_engine, make_url, text
+def server_url_or_embedded(server_url: str | None) -> str:
+    """The given server, or the embedded one under .hardlabel/ (started if needed)."""
+    if server_url is not None:
+        return server_url
+    from service.embedded_db import start_embedded_postgres
+    from service.settings import Settings
 
-    from service.db.migrate import upgrade
-
-    if server_url is None:
-        from service.embedded_db import start_embedded_postgres
-        from service.settings import Settings
-
-        server_url = start_embedded_postgres(Settings().home / "postgres")
-    server = make_url(server_url)
-    admin_url = server.set(database="postgres").render_as_string(hide_password=False)
-    name = f"hardlabel_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url, admin_url
-
-
-def drop_database(url: str, admin_url: str) -> None:
-    from sqlalchemy import create_engine, make_url, text
-
-    from service.db.session import get_engine
-
-    get_engine.cache_clear()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
+    return start_embedded_postgres(Settings().home / "postgres")
 
 
 def recipe_spec(n: int, tokens: int) -> dict[str, Any]:
@@ -283,13 +258,14 @@ def main() -> int:
     from generator.pipeline import request_seed, run_recipe
     from generator.recipe import load_recipe
     from generator.seeds import load_seed_rows
+    from service.db.scratch import create_database, drop_database
     from service.queue.enqueue import shard_ranges
     from service.settings import Settings
     from service.workers.runner import run_worker
     from service.workers.teachers import TEACHERS
 
-    server_url = args.database_url or os.environ.get("HARDLABEL_DATABASE_URL")
-    url, admin_url = scratch_database(server_url)
+    server_url = server_url_or_embedded(args.database_url or os.environ.get("HARDLABEL_DATABASE_URL"))
+    url = create_database(server_url, "hardlabel_bench")
     print(f"scratch database {url}", flush=True)
     try:
         teacher = TeacherConfig(model=str(model), max_model_len=args.max_model_len, enforce_eager=on_cpu)
@@ -422,7 +398,7 @@ def main() -> int:
         copy_chunks_best = max(ingest["copy-chunks"])
     finally:
         TEACHERS.close()
-        drop_database(url, admin_url)
+        drop_database(url)
 
     # Each round times raw then service back to back: the median of those paired ratios shrugs
     # off load that comes and goes on a shared machine better than best-vs-best does.

@@ -53,8 +53,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -245,31 +244,6 @@ def run_library(student: Path, data: Path, spec: TrainingSpec, out: Path) -> Mea
 # --- the service: a scratch database, a dataset version, a training run, a train worker -------------
 
 
-@contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    """A migrated database of its own on the server, dropped (WITH (FORCE)) at the end."""
-    from sqlalchemy import create_engine, make_url, text
-
-    from service.db.migrate import upgrade
-    from service.db.session import get_engine
-
-    server = make_url(server_url)
-    name = f"hardlabel_bench_training_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        get_engine(url).dispose()
-        get_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def create_version(url: str, pairs: Sequence[tuple[str, str]]) -> int:
     """A dataset version whose train split is exactly these rows, in this order."""
     from service.datasets import repository
@@ -435,6 +409,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from service.app import create_app
+    from service.db.scratch import scratch_database
     from service.settings import Settings
     from trainer.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -462,7 +437,7 @@ def main() -> None:
     shutil.rmtree(home, ignore_errors=True)
 
     results: dict[str, list[Measure]] = {RAW: [], LIBRARY: [], WORKER: []}
-    with scratch_database(args.database_url) as url:
+    with scratch_database(args.database_url, "hardlabel_bench_training") as url:
         settings = Settings(database_url=url, home=home)
         dataset_id = create_version(url, pairs)
         headers = admin_headers(url)

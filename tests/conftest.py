@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -51,22 +50,10 @@ def _server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for this test session, migrated to head."""
-    from service.db.migrate import upgrade
+    from service.db.scratch import scratch_database
 
-    server = make_url(_server_url())
-    name = f"hardlabel_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    from service.db.session import get_engine
-
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(_server_url(), "hardlabel_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from service.settings import Settings
 
 INLINE_RECIPE_NAME = "inline"
 MAX_RECIPE_NAME_LENGTH = 200
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ def cancel_job(session: Session, job_id: int, *, principal: Principal) -> JobDet
     job = repository.get_job(session, job_id)
     if job is None:
         raise NotFoundError(f"job {job_id} does not exist")
-    cancelled = None if job.status in FINISHED_STATUSES else repository.cancel_job_rows(session, job)
+    cancelled = repository.cancel_job_rows(session, job)
     if cancelled is None:  # finished before, or while this waited for a worker's chunk
         raise ConflictError(
             f"job {job_id} has already finished ({job.status}); only queued or running jobs can be cancelled",

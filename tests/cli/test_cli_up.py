@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import httpx
 import psutil
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, make_url, text
 
 from service.cli import main
+from service.db.scratch import scratch_database
 from service.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,15 +31,8 @@ START_TIMEOUT_SECONDS = 60
 @pytest.fixture
 def fresh_database_url(database_url: str) -> Iterator[str]:
     """An empty migrated-on-demand database: `up` must find no tokens there."""
-    server = make_url(database_url)
-    name = f"hardlabel_up_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(database_url, "hardlabel_up", migrate=False) as url:
+        yield url
 
 
 class Up:

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, insert, make_url, text
+from sqlalchemy import insert
 
 from service.app import create_app
 from service.auth import issue_token
 from service.db.models import Job, Recipe, Sample
-from service.db.session import get_engine, transaction
+from service.db.scratch import scratch_database
+from service.db.session import transaction
 from service.settings import Settings
 from service.workers.runner import run_worker
 
@@ -27,20 +28,8 @@ from service.workers.runner import run_worker
 @pytest.fixture(scope="session")
 def curation_db_url(database_url: str) -> Iterator[str]:
     """A migrated database only the curation tests use."""
-    from service.db.migrate import upgrade
-
-    server = make_url(database_url)
-    name = f"hardlabel_curation_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(database_url, "hardlabel_curation") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, Recipe, Task
+from service.db.scratch import scratch_database
 from service.db.session import get_engine, transaction
 from service.queue.enqueue import enqueue_tasks, shard_ranges
 from service.settings import Settings
@@ -26,20 +27,8 @@ FAKE_KIND = "export"  # a real task kind with no handler yet: the tests register
 @pytest.fixture(scope="session")
 def queue_db_url(database_url: str) -> Iterator[str]:
     """A migrated database only the queue tests use."""
-    from service.db.migrate import upgrade
-
-    server = make_url(database_url)
-    name = f"hardlabel_queue_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(database_url, "hardlabel_queue") as url:
+        yield url
 
 
 @pytest.fixture

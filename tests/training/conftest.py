@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
 from service.auth import issue_token
-from service.db.session import get_engine, transaction
+from service.db.scratch import scratch_database
+from service.db.session import transaction
 from service.settings import Settings
 from service.workers.runner import run_worker
 from training.factories import cancel_unfinished_runs
@@ -27,20 +27,8 @@ from training.factories import cancel_unfinished_runs
 @pytest.fixture(scope="session")
 def training_db_url(database_url: str) -> Iterator[str]:
     """A migrated database only the training tests use."""
-    from service.db.migrate import upgrade
-
-    server = make_url(database_url)
-    name = f"hardlabel_training_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(database_url, "hardlabel_training") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

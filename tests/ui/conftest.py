@@ -12,7 +12,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import BrowserContext, Page
-from sqlalchemy import create_engine, make_url, text
 
 from service.app import create_app
-from service.db.session import get_engine
+from service.db.scratch import scratch_database
 from service.settings import Settings
 from ui.factories import Seeded, seed_all, seed_training_run
 
@@ -60,20 +58,8 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
 @pytest.fixture(scope="session")
 def ui_database_url(database_url: str) -> Iterator[str]:
     """A migrated database only the UI tests use (same server as the session's test database)."""
-    from service.db.migrate import upgrade
-
-    server = make_url(database_url)
-    name = f"hardlabel_ui_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(database_url, "hardlabel_ui") as url:
+        yield url
 
 
 class ServerThread:

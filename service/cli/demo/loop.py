@@ -418,7 +418,7 @@ class Demo:
                 f"({plan.recipe_file.name}) over {job['progress']['items_total']:,} {questions}"
             )
             self.say(f"the teacher answers through vLLM in the worker: {self.teacher['model']}")
-            job = self._follow_job(job)
+            job = self._follow_items("jobs", f"job {job['id']}", job, "items/s")
             self.active = None
             p = job["progress"]
             if job["status"] != "succeeded":
@@ -433,26 +433,25 @@ class Demo:
             )
             return job
 
-    def _follow_job(self, job: dict[str, Any]) -> dict[str, Any]:
+    def _follow_items(self, route: str, label: str, task: dict[str, Any], unit: str) -> dict[str, Any]:
+        """Poll a job or filter run (items done of total, items/s, ETA) with a bar until it finishes."""
         submitted, hinted = time.monotonic(), [False]
         with _bars(self.console) as bars:
-            bar = bars.add_task(f"job {job['id']}", total=job["progress"]["items_total"] or None, info="")
+            bar = bars.add_task(label, total=task["progress"]["items_total"] or None, info="")
             while True:
-                p = job["progress"]
-                running = job["status"] == "running" and p["eta_seconds"] is not None
+                p = task["progress"]
+                running = task["status"] == "running" and p["eta_seconds"] is not None
                 eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
                 info = (
-                    job["status"]
-                    if job["status"] == "queued"
-                    else rate(p["items_per_second"], "items/s") + eta
+                    task["status"] if task["status"] == "queued" else rate(p["items_per_second"], unit) + eta
                 )
                 bars.update(bar, completed=p["items_done"], total=p["items_total"] or None, info=info)
-                if job["status"] in FINISHED:
-                    return job
-                if job["status"] == "queued":
-                    self._hint_if_stuck(f"job {job['id']}", submitted, hinted)
+                if task["status"] in FINISHED:
+                    return task
+                if task["status"] == "queued":
+                    self._hint_if_stuck(label, submitted, hinted)
                 time.sleep(POLL_SECONDS)
-                job = self.api.get(f"/v1/jobs/{job['id']}")
+                task = self.api.get(f"/v1/{route}/{task['id']}")
 
     def curate(self, job: dict[str, Any]) -> int:
         plan = self.plan
@@ -484,7 +483,7 @@ class Demo:
             self.outcome.unparsed = max(self.outcome.generated - run["selection_size"], 0)
             if self.outcome.unparsed:
                 self.say(f"{self.outcome.unparsed:,} answers the parser could not read are left out")
-            run = self._follow_filter_run(run)
+            run = self._follow_items("filter-runs", f"filter run {run['id']}", run, "checks/s")
             self.active = None
             if run["status"] != "succeeded":
                 raise DemoError(f"filter run {run['id']} {run['status']}: {one_line(run.get('error'))}")
@@ -527,23 +526,6 @@ class Demo:
             self.outcome.export_dir = self._export(version)
             note[0] = f"{self.outcome.kept:,} of {self.outcome.generated:,} samples kept"
             return int(version["id"])
-
-    def _follow_filter_run(self, run: dict[str, Any]) -> dict[str, Any]:
-        submitted, hinted = time.monotonic(), [False]
-        with _bars(self.console) as bars:
-            bar = bars.add_task(
-                f"filter run {run['id']}", total=run["progress"]["items_total"] or None, info=""
-            )
-            while True:
-                p = run["progress"]
-                info = run["status"] if run["status"] == "queued" else rate(p["items_per_second"], "checks/s")
-                bars.update(bar, completed=p["items_done"], total=p["items_total"] or None, info=info)
-                if run["status"] in FINISHED:
-                    return run
-                if run["status"] == "queued":
-                    self._hint_if_stuck(f"filter run {run['id']}", submitted, hinted)
-                time.sleep(POLL_SECONDS)
-                run = self.api.get(f"/v1/filter-runs/{run['id']}")
 
     def _export(self, version: dict[str, Any]) -> Path:
         """Every split as TRL prompt–completion JSONL, plus the dataset card, downloaded from the API."""
