@@ -136,7 +136,8 @@ def complete_task(session: Session, task: ClaimedTask, lease_seconds: float, wor
 
 
 def release_task(session: Session, task: ClaimedTask, lease_seconds: float, worker_id: str) -> None:
-    """Fenced: hand the task back (graceful stop) — queued, claimable at once, the attempt not counted."""
+    """Fenced: hand the task back (a graceful stop, or a shard to resume at its committed cursor) —
+    queued, claimable at once, the attempt not counted."""
     cursor = fence_task(session, task, lease_seconds)
     session.execute(
         text(
@@ -148,7 +149,7 @@ def release_task(session: Session, task: ClaimedTask, lease_seconds: float, work
     record_event(
         session,
         "released",
-        f"task {task.id} released by worker {worker_id} at item {cursor} of its shard (worker stopping)",
+        f"task {task.id} released by worker {worker_id} at item {cursor} of its shard",
         task_id=task.id,
         data={"worker_id": worker_id, "cursor": cursor},
         **owner_ids(task),

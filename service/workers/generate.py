@@ -35,6 +35,23 @@ if TYPE_CHECKING:
 SEED_ROWS_CACHED_JOBS = 4
 
 
+class ShardRolledBack(Exception):
+    """The shard's committed cursor is behind this worker's: its last chunk commits were lost.
+
+    Chunk commits skip the WAL flush (see `write_chunk`), so a Postgres crash can drop the newest of
+    them. The lease is still held (the fence passed), so the worker hands the shard back at once and it
+    resumes from the committed cursor; nothing may wait for a lease to expire, since a worker's reaper
+    never reaps its own tasks.
+    """
+
+    def __init__(self, task_id: int, committed: int, expected: int) -> None:
+        super().__init__(
+            f"task {task_id}: the shard's committed cursor is {committed}, behind the {expected} this "
+            "worker wrote (the database lost its last chunk commits); handing the shard back to resume there"
+        )
+        self.committed = committed
+
+
 @dataclass(frozen=True)
 class GenerateJob:
     """What a generate task needs from its job row and recipe row."""
@@ -83,7 +100,11 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
                 )
             except ValueError as exc:  # RecipeError, TemplateError: the recipe does not fit its rows
                 raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
-            cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor)
+            try:
+                cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor)
+            except ShardRolledBack as rolled_back:
+                ctx.logger.warning("%s", rolled_back)
+                return TaskOutcome.STOPPED  # released: claimable at once, resumed at the committed cursor
             if item_start + cursor < item_end and ctx.stop_requested:
                 return TaskOutcome.STOPPED
     except TeacherLoadError as exc:
@@ -176,6 +197,8 @@ def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: in
     def write(session: Session, committed: int) -> int:
         if committed == new_cursor:
             return 0  # this chunk's earlier commit went through; only its answer was lost
+        if committed < cursor:
+            raise ShardRolledBack(task.id, committed, cursor)
         if committed != cursor:
             raise LeaseLost(task.id, f"the shard's cursor moved to {committed} (expected {cursor})")
         # No wait for the WAL flush: samples, cursor and counters commit atomically, so if a

@@ -197,3 +197,60 @@ def test_cancel_stops_generation_within_one_chunk(clean_queue: str, tiny_teacher
     stop.set()
     worker.join(timeout=30)
     assert not worker.is_alive()
+
+
+def test_a_shard_whose_last_chunk_commit_was_lost_resumes_with_one_worker(
+    clean_queue: str, tiny_teacher: dict[str, Any], monkeypatch: Any
+) -> None:
+    """A Postgres crash can drop the newest chunk commits (no WAL flush): the holder resumes the shard."""
+    import service.workers.generate as generate
+
+    url = clean_queue
+    job_id, (task_id,) = create_job(
+        url, items=8, shard_size=8, spec=generate_recipe(8), teacher=tiny_teacher, params={"chunk_size": 2}
+    )
+    real_write_chunk = generate.write_chunk
+    writes: list[int] = []
+
+    def write_then_lose_the_second_commit(
+        ctx: Any, job: int, chunk: Any, item_start: int, cursor: int
+    ) -> int:
+        new_cursor = real_write_chunk(ctx, job, chunk, item_start, cursor)
+        writes.append(new_cursor)
+        if len(writes) == 2:  # undo chunk 2's commit as a crash after an unflushed commit would
+            with transaction(url) as session:
+                lost = session.execute(
+                    text("DELETE FROM sample WHERE job_id = :j AND item_index >= 2 AND item_index < 4"),
+                    {"j": job_id},
+                ).rowcount
+                session.execute(text("UPDATE task SET cursor = 2 WHERE id = :t"), {"t": task_id})
+                session.execute(
+                    text(
+                        "UPDATE job SET items_done = items_done - 2, samples_written = samples_written - :n "
+                        "WHERE id = :j"
+                    ),
+                    {"n": lost, "j": job_id},
+                )
+        return new_cursor
+
+    monkeypatch.setattr(generate, "write_chunk", write_then_lose_the_second_commit)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker,
+        args=(queue_settings(url), ["generate"]),
+        kwargs={"stop": stop, "exit_when_idle": True},
+    )
+    worker.start()
+    try:
+        wait_until(lambda: job_row(url, job_id).status == "succeeded", timeout=120, what="job succeeded")
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    job = job_row(url, job_id)
+    assert (job.items_done, job.samples_written) == (8, 16)
+    assert sample_stats(url, job_id) == (16, 16)
+    assert task_row(url, task_id).status == "succeeded"
+    kinds = event_kinds(url, job_id)
+    assert "released" in kinds
+    assert "lease_lost" not in kinds
