@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(FLAVOR)
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m 'not slow'"` for the quick tests only.
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench docs clean-venv
+.PHONY: install test lint demo bench docs clean-venv browser
 
 install: $(STAMP)
 
@@ -27,8 +27,20 @@ endif
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The UI tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+# Installed when missing and this user may (root with apt-get); otherwise one line says what to do.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the UI tests ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test: the UI tests need Chromium at /usr/bin/chromium: run 'sudo apt-get install chromium'" >&2; \
+	    exit 2; \
+	  fi; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ from service.cli.demo.teacher import (
     write_training_data,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a guard: bounded by steps
 
 
 def test_training_stops_at_the_first_checkpoint_that_reaches_the_target_and_is_cached(tmp_path: Path) -> None:
