@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         default=None,
         description="KV cache size for vLLM teachers when the job sets none (needed on CPU; e.g. 268435456).",
     )
+    teacher_idle_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a worker keeps a teacher engine loaded with no task using it; then it is "
+        "closed (its GPU memory freed) and the next job reloads it. 0: keep it until the worker stops.",
+    )
     log_level: str = Field(default="INFO", description="Python log level of the API and workers.")
 
 

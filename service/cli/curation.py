@@ -167,7 +167,8 @@ def dataset() -> None:
     "--review-status",
     multiple=True,
     type=click.Choice(["accepted", "pending", "rejected", "accepted_or_unreviewed_passed_all"]),
-    help="Default: accepted. Repeat, or give accepted_or_unreviewed_passed_all alone.",
+    help="Default accepted_or_unreviewed_passed_all: accepted samples, plus unreviewed ones some filter "
+    "judged and none failed (never rejected ones). Or repeat statuses, e.g. --review-status accepted.",
 )
 @click.option("--tag", "tags", multiple=True, help="A tag every row must carry; repeat.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, cast, func, insert, literal, select, text
+from sqlalchemy import ColumnElement, String, case, cast, exists, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, DatasetVersion, FilterRun, FilterVerdict, Job, Recipe, Sample
@@ -257,3 +257,18 @@ def list_versions(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(DatasetVersion.id.desc()).limit(limit).offset(offset))
     return list(rows), int(total)
+
+
+def review_counts(session: Session, conditions: Sequence[ColumnElement[bool]]) -> tuple[dict[str, int], int]:
+    """Samples matching `conditions` by review status, and how many pending ones no filter judged."""
+    judged = exists(select(FilterVerdict.sample_id).where(FilterVerdict.sample_id == Sample.id))
+    rows = session.execute(
+        select(
+            Sample.review_status,
+            func.count(),
+            func.count().filter((Sample.review_status == "pending") & ~judged),
+        )
+        .where(*conditions)
+        .group_by(Sample.review_status)
+    ).all()
+    return {status: int(n) for status, n, _ in rows}, sum(int(u) for _, _, u in rows)

@@ -14,11 +14,9 @@ from service.reviews.schemas import Tag
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 ReviewStatus = Literal["pending", "accepted", "rejected"]
 # Accepted samples, plus pending ones that some filter judged and none failed.
-ACCEPTED_OR_UNREVIEWED_PASSED_ALL = "accepted_or_unreviewed_passed_all"
-
-
-def _accepted_only() -> list[ReviewStatus]:
-    return ["accepted"]
+ACCEPTED_OR_UNREVIEWED_PASSED_ALL: Literal["accepted_or_unreviewed_passed_all"] = (
+    "accepted_or_unreviewed_passed_all"
+)
 
 
 class DatasetQuery(BaseModel):
@@ -33,11 +31,13 @@ class DatasetQuery(BaseModel):
     require_passed: list[Annotated[StoredText, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=32, description="Filter names every row must have passed."
     )
+    # The default fits "filter everything, review the exceptions": a filter run alone is enough to
+    # freeze a version, and rejected samples never get in. ["accepted"] asks for reviewed rows only.
     review_status: list[ReviewStatus] | Literal["accepted_or_unreviewed_passed_all"] = Field(
-        default_factory=_accepted_only,
-        description='Review statuses to include (default ["accepted"]), or '
-        '"accepted_or_unreviewed_passed_all": accepted samples plus pending ones that some filter judged '
-        "and none failed.",
+        default=ACCEPTED_OR_UNREVIEWED_PASSED_ALL,
+        description='Review statuses to include (e.g. ["accepted"] or ["accepted", "pending"]), or '
+        '"accepted_or_unreviewed_passed_all" (the default): accepted samples plus pending ones that some '
+        "filter judged and none failed; rejected samples never.",
     )
     tags: list[Tag] = Field(default_factory=list, max_length=20, description="Tags every row must carry.")
     exclude_tags: list[Tag] = Field(default_factory=list, max_length=20, description="Tags no row may carry.")

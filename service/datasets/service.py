@@ -3,6 +3,7 @@ digest and lineage recorded), reading, and what exports need."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, cast, or_
@@ -23,8 +24,13 @@ from service.filters.stages import resolve_stage
 from service.reviews.conditions import review_status_condition, tags_condition
 
 
-def version_conditions(session: Session, payload: DatasetCreate, stage: str) -> list[ColumnElement[bool]]:
-    """The sample conditions of a version's query (the UI's preview counts the same rows)."""
+def version_conditions(
+    session: Session, payload: DatasetCreate, stage: str, *, review: bool = True
+) -> list[ColumnElement[bool]]:
+    """The sample conditions of a version's query (the UI's preview counts the same rows).
+
+    `review=False` leaves out the review-status condition (to explain an empty result).
+    """
     query = payload.query
     conditions = selection_conditions(query.job_ids, stage, include_parse_failed=True)
     conditions.append(current_answer().is_not(None))  # a failed parse counts once a reviewer wrote an answer
@@ -37,21 +43,49 @@ def version_conditions(session: Session, payload: DatasetCreate, stage: str) -> 
                 f"no verdicts of filter(s) {', '.join(missing)}: run them first",
             )
         conditions.extend(passed_conditions(query.require_passed, probe=False))
-    if query.review_status == ACCEPTED_OR_UNREVIEWED_PASSED_ALL:
-        conditions.append(
-            or_(
-                Sample.review_status == "accepted",
-                (Sample.review_status == "pending") & passed_all_condition(),
-            )
-        )
-    else:
-        conditions.append(review_status_condition(list(query.review_status)))
     if query.tags:
         conditions.append(tags_condition(query.tags))
     if query.exclude_tags:
         unwanted = cast(list(query.exclude_tags), ARRAY(String(100)))
         conditions.append(~Sample.tags.op("&&", is_comparison=True)(unwanted))
-    return conditions
+    if not review:
+        return conditions
+    return [*conditions, review_condition(query.review_status)]
+
+
+def review_condition(review_status: Sequence[str]) -> ColumnElement[bool]:
+    if review_status == ACCEPTED_OR_UNREVIEWED_PASSED_ALL:
+        return or_(
+            Sample.review_status == "accepted",
+            (Sample.review_status == "pending") & passed_all_condition(),
+        )
+    return review_status_condition(list(review_status))
+
+
+def no_rows_message(session: Session, payload: DatasetCreate, stage: str) -> str:
+    """Why a version would be empty, and which review_status option would take the samples there are."""
+    query = payload.query
+    passed = f", passed {', '.join(query.require_passed)}" if query.require_passed else ""
+    jobs = ", ".join(map(str, query.job_ids))
+    message = (
+        f"no samples match (jobs {jobs}, stage {stage!r}, review status {query.review_status!r}{passed})"
+    )
+    by_status, unjudged = repository.review_counts(
+        session, version_conditions(session, payload, stage, review=False)
+    )
+    if not by_status:
+        return message
+    counts = ", ".join(f"{n:,} {status}" for status, n in sorted(by_status.items()))
+    message += f"; the other conditions match {counts} sample(s)"
+    pending = by_status.get("pending", 0)
+    if pending:
+        if unjudged:
+            message += f" ({unjudged:,} pending ones judged by no filter: run a filter first)"
+        message += (
+            '; to include pending samples pass review_status ["accepted", "pending"] '
+            "(CLI: --review-status accepted --review-status pending)"
+        )
+    return message
 
 
 def create_dataset(
@@ -100,12 +134,7 @@ def create_dataset(
         system=payload.system,
     )
     if teacher_rows == 0:
-        passed = f", passed {', '.join(query.require_passed)}" if query.require_passed else ""
-        jobs = ", ".join(map(str, query.job_ids))
-        raise ValidationProblem.at(
-            ("body", "query"),
-            f"no samples match (jobs {jobs}, stage {stage!r}, review status {query.review_status!r}{passed})",
-        )
+        raise ValidationProblem.at(("body", "query"), no_rows_message(session, payload, stage))
     counts = repository.row_counts(session, version.id)
     ground_truth: dict[str, Any] | None = None
     if gt_records:

@@ -357,3 +357,25 @@ class TrainingMetric(Base):
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = created_at_column()
+
+
+class EvaluationItem(Base):
+    """One scored evaluation item of a training run: the question, the reference, and each model's
+    answer with its verdict (null where that model was not scored). Replaced as a whole when the
+    run's evaluation is stored, so a re-evaluated run never mixes item lists."""
+
+    __tablename__ = "evaluation_item"
+
+    training_run_id: Mapped[int] = mapped_column(
+        ForeignKey("training_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    system: Mapped[str | None] = mapped_column(Text)
+    teacher_answer: Mapped[str | None] = mapped_column(Text)
+    teacher_correct: Mapped[bool | None]
+    student_before_answer: Mapped[str | None] = mapped_column(Text)
+    student_before_correct: Mapped[bool | None]
+    student_after_answer: Mapped[str | None] = mapped_column(Text)
+    student_after_correct: Mapped[bool | None]

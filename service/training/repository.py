@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, cast, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Float, and_, cast, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from service.db.models import DatasetRow, Event, Job, Task, TrainingMetric, TrainingRun
+from service.db.models import DatasetRow, EvaluationItem, Event, Job, Task, TrainingMetric, TrainingRun
 
 ACTIVE_STATUSES = ("queued", "running")
 
@@ -164,3 +164,33 @@ def requeue_run_rows(session: Session, run: TrainingRun) -> int:
     session.flush()
     session.refresh(run)
     return int(task_id)
+
+
+def evaluation_item_condition(item_filter: str) -> ColumnElement[bool]:
+    """The rows an evaluation-item filter keeps (see EvaluationItemOut for `disagreements`)."""
+    item = EvaluationItem
+    if item_filter == "disagreements":
+        return and_(
+            item.teacher_correct.is_not(None),
+            item.student_after_correct.is_not(None),
+            or_(
+                item.teacher_correct != item.student_after_correct,
+                item.teacher_answer.is_distinct_from(item.student_after_answer),
+            ),
+        )
+    if item_filter == "student_wrong":
+        return item.student_after_correct.is_(false())
+    if item_filter == "teacher_wrong":
+        return item.teacher_correct.is_(false())
+    return true()
+
+
+def list_evaluation_items(
+    session: Session, run_id: int, *, item_filter: str, limit: int, offset: int
+) -> tuple[list[EvaluationItem], int]:
+    query = select(EvaluationItem).where(
+        EvaluationItem.training_run_id == run_id, evaluation_item_condition(item_filter)
+    )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(EvaluationItem.item_index).limit(limit).offset(offset))
+    return list(rows), total

@@ -11,6 +11,8 @@ from service.limits import BIGINT_MAX, INT_MAX
 from service.pagination import Page
 from service.training import service
 from service.training.schemas import (
+    EvaluationItemFilter,
+    EvaluationItemOut,
     EventOut,
     MetricOut,
     RunStatus,
@@ -100,6 +102,33 @@ def list_training_events(
     rows, total = service.list_events(session, run_id, after_id=after, limit=page.limit, offset=page.offset)
     return Page[EventOut](
         items=[EventOut.model_validate(row) for row in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{run_id}/evaluation/items", response_model=Page[EvaluationItemOut])
+def list_evaluation_items(
+    _: Viewer,
+    session: SessionDep,
+    page: PageDep,
+    run_id: RunId,
+    item_filter: Annotated[
+        EvaluationItemFilter,
+        Query(
+            alias="filter",
+            description="all; disagreements (teacher and trained student differ in correctness or answer "
+            "text); student_wrong (the trained student is wrong); teacher_wrong.",
+        ),
+    ] = "all",
+) -> Page[EvaluationItemOut]:
+    """Every scored evaluation item with the teacher's and the students' answers, in item order."""
+    rows, total = service.list_evaluation_items(
+        session, run_id, item_filter=item_filter, limit=page.limit, offset=page.offset
+    )
+    return Page[EvaluationItemOut](
+        items=[EvaluationItemOut.model_validate(row) for row in rows],
         total=total,
         limit=page.limit,
         offset=page.offset,

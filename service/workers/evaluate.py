@@ -19,7 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, insert
+from sqlalchemy.orm import Session
+
 from generator.engines.base import GenerationRequest, SamplingSpec, TeacherConfig
+from service.db.models import EvaluationItem
 from service.filters.builtin.verifier import ReferenceVerifier
 from service.filters.records import sample_record
 from service.filters.specs import VerifierParams
@@ -27,6 +31,8 @@ from service.filters.specs import VerifierParams
 # Items per engine call: bounded memory on large evaluation sets, still one big batch for vLLM.
 GENERATION_BATCH = 1024
 EXAMPLES = 5
+# Rows per INSERT when the per-item results are stored (up to max_items = 100,000 per run).
+ITEM_INSERT_BATCH = 1000
 # The names the run's table uses for the three models, in the order they are scored.
 TEACHER, STUDENT_BEFORE, STUDENT_AFTER = "teacher", "student_before", "student_after"
 
@@ -291,6 +297,36 @@ def comparison_table(
         "ratio": ratio,
         "examples": examples,
     }
+
+
+def evaluation_item_rows(
+    run_id: int, items: Sequence[EvalItem], scores: Mapping[str, ModelScore]
+) -> list[dict[str, Any]]:
+    """One `evaluation_item` row per item: each scored model's answer and verdict (null if unscored)."""
+    rows: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        row: dict[str, Any] = {
+            "training_run_id": run_id,
+            "item_index": index,
+            "question": item.question,
+            "reference": item.reference,
+            "system": item.system,
+        }
+        for name in (TEACHER, STUDENT_BEFORE, STUDENT_AFTER):
+            score = scores.get(name)
+            scored = score is not None and index < len(score.answers)
+            row[f"{name}_answer"] = score.answers[index] if score is not None and scored else None
+            row[f"{name}_correct"] = score.verdicts[index] if score is not None and scored else None
+        rows.append(row)
+    return rows
+
+
+def replace_evaluation_items(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Store the run's per-item results in place of any earlier ones (call it inside the fenced write)."""
+    session.execute(delete(EvaluationItem).where(EvaluationItem.training_run_id == run_id))
+    for start in range(0, len(rows), ITEM_INSERT_BATCH):
+        session.execute(insert(EvaluationItem), list(rows[start : start + ITEM_INSERT_BATCH]))
+    return len(rows)
 
 
 def read_scores(path: Path) -> dict[str, ModelScore]:

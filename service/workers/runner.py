@@ -33,6 +33,7 @@ from service.settings import Settings
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome, is_connection_error
 from service.workers.heartbeat import Heartbeat
 from service.workers.registry import get_handler, known_kinds
+from service.workers.teachers import TEACHERS
 
 logger = logging.getLogger("hardlabel.worker")
 
@@ -175,6 +176,8 @@ class _WorkerLoop:
                 logger.warning("database unavailable (%s); retrying in %.1fs", type(exc).__name__, db_delay)
                 self.stop.wait(db_delay)
                 continue
+            if self.settings.teacher_idle_seconds > 0:
+                TEACHERS.release_idle(self.settings.teacher_idle_seconds)
             if running:
                 done, _ = wait(running, timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED)
                 for future in done:

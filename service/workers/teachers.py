@@ -2,9 +2,11 @@
 
 Loading a teacher (vLLM weights onto the GPU) is the slow part of a job; every shard of every job
 with the same teacher config reuses the engine. At most ``max_engines`` stay loaded: a different
-teacher evicts the least recently used idle one (a GPU rarely holds two big teachers). Calls into
-one engine are serialised: vLLM's offline ``LLM`` is not thread-safe, and it batches a whole chunk
-per call anyway.
+teacher evicts the least recently used idle one (a GPU rarely holds two big teachers). An engine no
+task has used for ``HARDLABEL_TEACHER_IDLE_SECONDS`` is released (`release_idle`, called by the
+worker loop), so a worker between jobs does not sit on the accelerator's memory; the next job of
+that teacher loads it again. Calls into one engine are serialised: vLLM's offline ``LLM`` is not
+thread-safe, and it batches a whole chunk per call anyway.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +42,8 @@ class SharedEngine:
         self.users = 0
         # Set when a call failed: the next task reloads the teacher instead of retrying a dead engine.
         self.broken = False
+        # When the last task using it let go (time.monotonic()); None while a task holds it.
+        self.idle_since: float | None = None
 
     @property
     def engine(self) -> Engine:
@@ -102,11 +107,39 @@ class TeacherCache:
                 self.loads += 1
             self._engines.move_to_end(key)
             engine.users += 1
+            engine.idle_since = None
         try:
             yield engine
         finally:
             with self._lock:
                 engine.users -= 1
+                if engine.users == 0:
+                    engine.idle_since = time.monotonic()
+
+    @property
+    def loaded(self) -> list[str]:
+        """Model ids of the engines loaded now, least recently used first."""
+        with self._lock:
+            return [engine.model_id for engine in self._engines.values()]
+
+    def release_idle(self, idle_seconds: float, *, now: float | None = None) -> list[str]:
+        """Close the engines no task has used for `idle_seconds`; returns their model ids."""
+        now = time.monotonic() if now is None else now
+        released = []
+        with self._lock:
+            for key, engine in list(self._engines.items()):
+                if (
+                    engine.users == 0
+                    and engine.idle_since is not None
+                    and now - engine.idle_since >= idle_seconds
+                ):
+                    logger.info(
+                        "releasing teacher %s: idle for %.0fs", engine.model_id, now - engine.idle_since
+                    )
+                    del self._engines[key]
+                    _close_quietly(engine)
+                    released.append(engine.model_id)
+        return released
 
     def _evict_idle(self, keep: int) -> None:
         for key in list(self._engines):

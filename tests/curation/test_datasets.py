@@ -86,7 +86,8 @@ def rows_of(database_url: str, dataset_id: int) -> list[tuple[int, str, str, int
 def test_version_copies_rows_with_lineage(
     client: TestClient, admin: Caller, viewer: Caller, curation_db_url: str, curated: dict[str, Any]
 ) -> None:
-    body = {"name": "arith", "query": {"job_ids": curated["jobs"], "require_passed": ["verifier"]}}
+    query = {"job_ids": curated["jobs"], "require_passed": ["verifier"], "review_status": ["accepted"]}
+    body = {"name": "arith", "query": query}
     response = create(client, admin, body)
     assert response.status_code == 201, response.text
     version = response.json()

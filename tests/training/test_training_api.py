@@ -9,8 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, text
 
-from service.db.models import TrainingMetric
+from service.db.models import TrainingMetric, TrainingRun
 from service.db.session import transaction
+from service.settings import Settings
+from service.workers.evaluate import EvalItem, ModelScore, evaluation_item_rows, replace_evaluation_items
 from training.factories import FAST, addition_version, make_version, vllm_teacher
 
 
@@ -282,3 +284,179 @@ def test_page_size_is_bounded(client: TestClient, admin: dict[str, str]) -> None
     response = client.get("/v1/training-runs", params={"limit": 10_000}, headers=admin)
     assert response.status_code == 422
     assert problem_fields(response) == ["limit"]
+
+
+# --- per-item evaluation results ---------------------------------------------------------------
+
+
+def scored(name: str, model: str, answers: list[str], verdicts: list[bool]) -> ModelScore:
+    return ModelScore(
+        name=name,
+        model=model,
+        items=len(answers),
+        correct=sum(verdicts),
+        accuracy=sum(verdicts) / len(answers),
+        empty_answers=0,
+        items_digest="d",
+        answers=answers,
+        verdicts=verdicts,
+    )
+
+
+@pytest.fixture
+def evaluated_run(training_db_url: str, version_id: int) -> int:
+    """A run whose 12 items were stored by the worker's own functions: item i's reference is i+1.
+
+    Teacher: right except items 3 and 7. Student after: right except 3, 5 and 11; item 9 is right
+    in a different text ("10.0" vs "10"). So disagreements: 5, 7, 9, 11 (3: both wrong, same text).
+    """
+    references = [str(i + 1) for i in range(12)]
+    teacher = [r if i not in (3, 7) else "0" for i, r in enumerate(references)]
+    after = [r if i not in (3, 5, 11) else "0" for i, r in enumerate(references)]
+    after[9] = "10.0"
+    items = [EvalItem(question=f"What is {i}+1?", reference=r) for i, r in enumerate(references)]
+    scores = {
+        "teacher": scored("teacher", "/t", teacher, [i not in (3, 7) for i in range(12)]),
+        "student_before": scored("student_before", "/s", ["x"] * 12, [False] * 12),
+        "student_after": scored("student_after", "/s/final", after, [i not in (3, 5, 11) for i in range(12)]),
+    }
+    with transaction(training_db_url) as session:
+        run = TrainingRun(
+            dataset_id=version_id, status="succeeded", student={"model": "/s"}, method="full", config={}
+        )
+        session.add(run)
+        session.flush()
+        # An earlier evaluation's rows are replaced, not mixed in.
+        replace_evaluation_items(session, run.id, evaluation_item_rows(run.id, items * 2, scores))
+        stored = replace_evaluation_items(session, run.id, evaluation_item_rows(run.id, items, scores))
+        assert stored == 12
+        return int(run.id)
+
+
+def item_page(client: TestClient, headers: dict[str, str], run_id: int, **params: Any) -> Any:
+    response = client.get(f"/v1/training-runs/{run_id}/evaluation/items", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_evaluation_items_are_paged_and_filtered(
+    client: TestClient, viewer: dict[str, str], evaluated_run: int
+) -> None:
+    first = item_page(client, viewer, evaluated_run, limit=5)
+    assert (first["total"], first["limit"], first["offset"]) == (12, 5, 0)
+    assert [item["index"] for item in first["items"]] == [0, 1, 2, 3, 4]
+    assert first["items"][0] == {
+        "index": 0,
+        "question": "What is 0+1?",
+        "reference": "1",
+        "system": None,
+        "teacher": {"answer": "1", "correct": True},
+        "student_before": {"answer": "x", "correct": False},
+        "student_after": {"answer": "1", "correct": True},
+        "disagreement": False,
+    }
+    last = item_page(client, viewer, evaluated_run, limit=5, offset=10)
+    assert [item["index"] for item in last["items"]] == [10, 11]
+
+    def indices(item_filter: str) -> list[int]:
+        page = item_page(client, viewer, evaluated_run, filter=item_filter, limit=50)
+        assert page["total"] == len(page["items"])
+        return [item["index"] for item in page["items"]]
+
+    assert indices("disagreements") == [5, 7, 9, 11]
+    assert indices("student_wrong") == [3, 5, 11]
+    assert indices("teacher_wrong") == [3, 7]
+    assert indices("all") == list(range(12))
+    page = item_page(client, viewer, evaluated_run, filter="disagreements", limit=2, offset=2)
+    assert (page["total"], [item["index"] for item in page["items"]]) == (4, [9, 11])
+    assert all(item["disagreement"] for item in page["items"])
+
+
+def test_evaluation_items_errors_are_problems(
+    client: TestClient, admin: dict[str, str], evaluated_run: int
+) -> None:
+    missing = client.get("/v1/training-runs/987654/evaluation/items", headers=admin)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert "training run 987654 does not exist" in missing.json()["detail"]
+    bad = client.get(f"/v1/training-runs/{evaluated_run}/evaluation/items?filter=wrong", headers=admin)
+    assert bad.status_code == 422
+    assert problem_fields(bad) == ["filter"]
+    assert "disagreements" in bad.text
+    too_big = client.get(f"/v1/training-runs/{evaluated_run}/evaluation/items?limit=100000", headers=admin)
+    assert too_big.status_code == 422
+    assert problem_fields(too_big) == ["limit"]
+    assert client.get(f"/v1/training-runs/{evaluated_run}/evaluation/items").status_code == 401
+
+
+def test_a_run_not_yet_evaluated_has_no_items(
+    client: TestClient, admin: dict[str, str], version_id: int, tiny_model_dir: Path
+) -> None:
+    response = client.post("/v1/training-runs", json=body(version_id, str(tiny_model_dir)), headers=admin)
+    page = item_page(client, admin, response.json()["id"])
+    assert (page["items"], page["total"]) == ([], 0)
+
+
+def test_migrations_agree_with_the_models(training_db_url: str) -> None:
+    """`alembic check`: the migrated database has every table, column and index the models declare."""
+    from alembic import command
+
+    from service.db.migrate import alembic_config
+
+    command.check(alembic_config(training_db_url))
+
+
+@pytest.mark.parametrize("name", ["training_run.json", "training_run_lora.yaml"])
+def test_the_readme_examples_are_valid_training_run_bodies(name: str) -> None:
+    import yaml
+
+    from service.training.schemas import TrainingRunCreate
+
+    path = Path(__file__).resolve().parents[2] / "examples" / name
+    body = TrainingRunCreate.model_validate(yaml.safe_load(path.read_text()))
+    assert body.evaluation.enabled
+    assert f"examples/{name}" in (path.parents[1] / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_train_worker_stores_every_scored_item(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    tiny_model_dir: Path,
+    train_worker: Any,
+) -> None:
+    """A real run (TRL, then vLLM for the three models): its evaluation write stores each item."""
+    version = addition_version(training_db_url, 32, 7, teacher=vllm_teacher(tiny_model_dir))
+    response = client.post(
+        "/v1/training-runs",
+        json=body(version, str(tiny_model_dir), evaluation={"scorer": "exact", "max_new_tokens": 4}),
+        headers=admin,
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    train_worker(training_settings).start().join(600)
+    run = client.get(f"/v1/training-runs/{run_id}", headers=admin).json()
+    assert run["status"] == "succeeded", run["last_error"]
+    page = item_page(client, admin, run_id, limit=50)
+    assert page["total"] == run["results"]["items"] == 7
+    assert [item["index"] for item in page["items"]] == list(range(7))
+    for name in ("teacher", "student_before", "student_after"):
+        answers = [item[name] for item in page["items"]]
+        assert all(answer is not None for answer in answers), name
+        assert sum(answer["correct"] for answer in answers) == run["results"][name]["correct"]
+    for item, example in zip(page["items"], run["results"]["examples"], strict=False):
+        assert item["question"] == example["question"]
+        assert item["teacher"]["answer"] == example["teacher"]
+        assert item["student_after"]["answer"] == example["student_after"]
+    # The teacher is the initial student (same random model): identical greedy answers.
+    assert [i["teacher"] for i in page["items"]] == [i["student_before"] for i in page["items"]]
+    flagged = item_page(client, admin, run_id, filter="disagreements", limit=50)["items"]
+    expected = [
+        i["index"]
+        for i in page["items"]
+        if i["teacher"]["correct"] != i["student_after"]["correct"]
+        or i["teacher"]["answer"] != i["student_after"]["answer"]
+    ]
+    assert [i["index"] for i in flagged] == expected

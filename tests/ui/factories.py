@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import issue_token
 from service.db.models import (
+    EvaluationItem,
     Event,
     FilterRun,
     FilterVerdict,
@@ -557,5 +558,40 @@ def seed_training_run(url: str, dataset_id: int, *, teacher_model: str) -> int:
                     created_at=now - timedelta(minutes=8) + timedelta(seconds=50 * i),
                 )
             )
+        session.add_all(evaluation_items(run.id, EVALUATION_ITEMS))
         session.flush()
         return run.id
+
+
+# The seeded run's scored items: 45 additions (three pages of 20 in the UI).
+EVALUATION_ITEMS = 45
+
+
+def teacher_wrong(index: int) -> bool:
+    return index % 10 == 3
+
+
+def student_wrong(index: int) -> bool:
+    return index % 7 == 0
+
+
+def evaluation_items(run_id: int, count: int) -> list[EvaluationItem]:
+    """Items where the teacher misses every 10th (3, 13, …) and the student every 7th (0, 7, …)."""
+    items = []
+    for index in range(count):
+        reference = str(2 * index + 10)
+        items.append(
+            EvaluationItem(
+                training_run_id=run_id,
+                item_index=index,
+                question=f"What is {index}+{index + 10}?",
+                reference=reference,
+                teacher_answer="7" if teacher_wrong(index) else reference,
+                teacher_correct=not teacher_wrong(index),
+                student_before_answer="",
+                student_before_correct=False,
+                student_after_answer="1" if student_wrong(index) else reference,
+                student_after_correct=not student_wrong(index),
+            )
+        )
+    return items

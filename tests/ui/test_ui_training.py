@@ -12,7 +12,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from service.db.models import TrainingMetric, TrainingRun
 from service.db.session import transaction
 from ui.conftest import screenshot, sign_in_as
-from ui.factories import Seeded, loss_curve
+from ui.factories import EVALUATION_ITEMS, Seeded, loss_curve, student_wrong, teacher_wrong
 
 
 def path_points(page: Page, selector: str) -> int:
@@ -124,3 +124,63 @@ def test_viewers_get_no_launch_form(
     expect(page.locator(f"#runs tr[data-run-id='{seeded.training_run}']")).to_be_visible()
     expect(page.locator("#show-launch")).to_be_hidden()
     expect(page.locator("#launch")).to_be_hidden()
+
+
+def test_run_page_lists_every_scored_item_with_filters_and_paging(admin_page: Page, seeded: Seeded) -> None:
+    page = admin_page
+    page.goto(f"/ui/training/{seeded.training_run}")
+    rows = page.locator("#eval-items tr")
+    expect(page.locator("#eval-items-range")).to_have_text(f"1–20 of {EVALUATION_ITEMS}")
+    expect(rows).to_have_count(20)
+    first = rows.nth(0).locator("td")
+    expect(first.nth(1)).to_have_text("What is 0+10?")
+    expect(first.nth(2)).to_have_text("10")
+    expect(first.nth(3)).to_have_attribute("data-correct", "true")
+    expect(first.nth(3)).to_contain_text("10")
+    expect(first.nth(5)).to_have_attribute("data-correct", "false")  # the student's every 7th item
+    expect(first.nth(5)).to_contain_text("1")
+    expect(page.locator("#eval-items-previous")).to_be_disabled()
+
+    page.click("#eval-items-next")
+    expect(page.locator("#eval-items-range")).to_have_text(f"21–40 of {EVALUATION_ITEMS}")
+    expect(rows.nth(0)).to_have_attribute("data-index", "20")
+    page.click("#eval-items-next")
+    expect(page.locator("#eval-items-range")).to_have_text(f"41–45 of {EVALUATION_ITEMS}")
+    expect(rows).to_have_count(5)
+    expect(page.locator("#eval-items-next")).to_be_disabled()
+
+    page.select_option("#eval-items-filter", "disagreements")
+    disagreements = [i for i in range(EVALUATION_ITEMS) if teacher_wrong(i) or student_wrong(i)]
+    expect(page.locator("#eval-items-range")).to_have_text(f"1–{len(disagreements)} of {len(disagreements)}")
+    assert [int(i) for i in rows.evaluate_all("rows => rows.map(r => r.dataset.index)")] == disagreements
+    expect(page.locator("#eval-items tr.disagreement")).to_have_count(len(disagreements))
+    screenshot(page, "training-run-items", full_page=True)
+
+    page.select_option("#eval-items-filter", "teacher_wrong")
+    expect(rows).to_have_count(sum(teacher_wrong(i) for i in range(EVALUATION_ITEMS)))
+    expect(page.locator("#eval-items td:nth-child(4)[data-correct=false]")).to_have_count(rows.count())
+
+    # The filter is in the URL: a reload (or a shared link) shows the same view.
+    page.goto(f"/ui/training/{seeded.training_run}?items=student_wrong")
+    expect(page.locator("#eval-items-filter")).to_have_value("student_wrong")
+    expect(rows).to_have_count(sum(student_wrong(i) for i in range(EVALUATION_ITEMS)))
+
+
+def test_a_run_without_scored_items_says_so(admin_page: Page, seeded: Seeded, ui_database_url: str) -> None:
+    assert seeded.dataset_id is not None
+    with transaction(ui_database_url) as session:
+        run = TrainingRun(
+            dataset_id=seeded.dataset_id,
+            status="cancelled",
+            student={"model": "/models/student-tiny"},
+            method="full",
+            config={"method": "full"},
+        )
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    admin_page.goto(f"/ui/training/{run_id}?items=disagreements")
+    expect(admin_page.locator("#eval-items")).to_contain_text(
+        "Teacher and trained student agree on every item."
+    )
+    expect(admin_page.locator("#eval-items-next")).to_be_disabled()

@@ -1,5 +1,5 @@
 // One training run: status and progress, the live loss curve (and eval loss), checkpoints, the
-// student-vs-teacher table, hyper-parameters and events.
+// student-vs-teacher table, every scored item (filtered, paged), hyper-parameters and events.
 import { api, hasRole, requireSession, showProblem, startPage } from "./api.js";
 import { lineChart } from "./charts.js";
 import { $, badge, clock, compact, duration, facts, h, keyValues, num, poll, progressBar, replace } from "./dom.js";
@@ -7,6 +7,14 @@ import { $, badge, clock, compact, duration, facts, h, keyValues, num, poll, pro
 const runId = Number(document.body.dataset.objectId);
 const LIVE = new Set(["queued", "running"]);
 const MAX_METRIC_PAGES = 100;
+const ITEMS_PAGE_SIZE = 20;
+const ITEM_FILTERS = new Set(["all", "disagreements", "student_wrong", "teacher_wrong"]);
+const EMPTY_ITEMS = {
+  all: "No scored items yet: they appear when the evaluation has finished.",
+  disagreements: "Teacher and trained student agree on every item.",
+  student_wrong: "The trained student answered every item correctly.",
+  teacher_wrong: "The teacher answered every item correctly.",
+};
 const metrics = new Map();
 let run = null;
 let lastEventId = 0;
@@ -63,6 +71,56 @@ function renderEvaluation(results) {
     h("span", { class: "hint" }, ` · ${num(results.items)} items from ${results.source}, scored ${results.scorer}`)));
 }
 
+// The filter and page live in the URL (?items=…&items_offset=…), so a view of the items can be shared.
+function itemsState() {
+  const params = new URLSearchParams(location.search);
+  const filter = params.get("items");
+  return {
+    filter: ITEM_FILTERS.has(filter) ? filter : "all",
+    offset: Math.max(0, parseInt(params.get("items_offset") || "0", 10) || 0),
+  };
+}
+
+function setItemsState({ filter, offset }) {
+  const params = new URLSearchParams(location.search);
+  if (filter === "all") params.delete("items"); else params.set("items", filter);
+  if (offset) params.set("items_offset", String(offset)); else params.delete("items_offset");
+  const query = params.toString();
+  history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
+  return loadItems();
+}
+
+function answerCell(answer) {
+  if (!answer) return h("td", { class: "hint" }, "–");
+  return h("td", { class: `answer ${answer.correct ? "right" : "wrong"}`, dataset: { correct: String(answer.correct) } },
+    h("span", { class: `badge ${answer.correct ? "pass" : "fail"}` }, answer.correct ? "✓" : "✗"), " ",
+    h("span", { class: "mono" }, answer.answer || "(empty)"));
+}
+
+async function loadItems() {
+  const { filter, offset } = itemsState();
+  $("#eval-items-filter").value = filter;
+  const page = await api(`/v1/training-runs/${runId}/evaluation/items`,
+    { query: { filter, limit: ITEMS_PAGE_SIZE, offset } });
+  const body = $("#eval-items");
+  if (!page.items.length) {
+    replace(body, h("tr", {}, h("td", { colspan: "6", class: "empty hint" }, EMPTY_ITEMS[filter])));
+  } else {
+    replace(body, page.items.map((item) => h("tr", { dataset: { index: String(item.index) }, class: item.disagreement ? "disagreement" : null },
+      h("td", { class: "num" }, num(item.index)),
+      h("td", {}, item.question),
+      h("td", { class: "mono" }, item.reference),
+      answerCell(item.teacher), answerCell(item.student_before), answerCell(item.student_after))));
+  }
+  replace($("#eval-items-pager"),
+    h("button", { type: "button", id: "eval-items-previous", disabled: offset === 0,
+      onclick: () => setItemsState({ filter, offset: Math.max(0, offset - ITEMS_PAGE_SIZE) }).catch(showProblem) }, "‹ Previous"),
+    h("span", { id: "eval-items-range" }, page.total
+      ? `${num(offset + 1)}–${num(offset + page.items.length)} of ${num(page.total)}` : ""),
+    h("button", { type: "button", id: "eval-items-next", disabled: offset + ITEMS_PAGE_SIZE >= page.total,
+      onclick: () => setItemsState({ filter, offset: offset + ITEMS_PAGE_SIZE }).catch(showProblem) }, "Next ›"));
+}
+
 async function loadMetrics() {
   let after = metrics.size ? Math.max(...metrics.keys()) : undefined;
   for (let i = 0; i < MAX_METRIC_PAGES; i++) {
@@ -109,8 +167,9 @@ startPage(async () => {
   await requireSession();
   renderRun(await api(`/v1/training-runs/${runId}`));
   document.title = `Training run ${runId} · hardlabel`;
-  await Promise.all([loadMetrics(), loadEvents()]);
+  await Promise.all([loadMetrics(), loadEvents(), loadItems()]);
   window.addEventListener("resize", drawLoss);
+  $("#eval-items-filter").addEventListener("change", (e) => setItemsState({ filter: e.target.value, offset: 0 }).catch(showProblem));
   $("#cancel-run").addEventListener("click", async () => {
     if (!confirm(`Cancel training run ${runId}? The worker stops the training process; checkpoints stay on disk.`)) return;
     try { renderRun(await api(`/v1/training-runs/${runId}/cancel`, { method: "POST" })); } catch (err) { showProblem(err); }
@@ -118,5 +177,6 @@ startPage(async () => {
   poll(async () => {
     renderRun(await api(`/v1/training-runs/${runId}`));
     await Promise.all([loadMetrics(), loadEvents()]);
+    if (!LIVE.has(run.status)) await loadItems();  // the items are stored as the run ends
   }, 3000, () => LIVE.has(run.status));
 });
