@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainer.schedule import StudentKind, default_schedule
+
 if TYPE_CHECKING:
     from trl.trainer.sft_config import SFTConfig
 
@@ -32,30 +34,66 @@ LrScheduler = Literal[
     "warmup_stable_decay",
 ]
 
-# Learning rates used when the spec leaves it unset: TRL's own default for full fine-tuning, and the
-# usual order of magnitude higher for LoRA adapters.
+# What an unset field means when nothing resolved it from the data (`build_sft_config` on a spec that
+# did not go through `TrainingSpec.with_schedule`): TRL's own defaults, the usual LoRA learning rate.
+LIBRARY_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1.0,
+    "max_steps": -1,
+    "per_device_train_batch_size": 8,
+    "warmup_ratio": 0.0,
+    "warmup_steps": 0,
+    "lr_scheduler_type": "linear",
+    "weight_decay": 0.0,
+}
 DEFAULT_LEARNING_RATE = {"full": 2e-5, "lora": 2e-4}
+# Fields that `trainer.schedule.default_schedule` decides when the client leaves them unset (None).
+SCHEDULED_FIELDS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "warmup_ratio",
+    "lr_scheduler_type",
+    "weight_decay",
+)
+UNSET = "unset: chosen from the dataset size and the student kind (trainer/schedule.py)"
 
 
 class TrainingSpec(BaseModel):
-    """The hyper-parameters a client may set for a training run (everything else: TRL defaults)."""
+    """The hyper-parameters a client may set for a training run (everything else: TRL defaults).
+
+    Schedule fields left unset (None) are chosen by `trainer.schedule.default_schedule` from the
+    number of training rows and the kind of student once the data is loaded (`with_schedule`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["full", "lora"] = "full"
     learning_rate: float | None = Field(
-        default=None, gt=0, le=1.0, description="Peak learning rate; unset: 2e-5 (full) or 2e-4 (LoRA)."
+        default=None, gt=0, le=1.0, description=f"Peak learning rate; {UNSET}."
     )
-    num_train_epochs: float = Field(default=1.0, gt=0, le=1000)
-    max_steps: int = Field(default=-1, ge=-1, le=10_000_000, description="-1: train for num_train_epochs.")
-    per_device_train_batch_size: int = Field(default=8, ge=1, le=4096)
+    num_train_epochs: float | None = Field(default=None, gt=0, le=1000, description=UNSET)
+    max_steps: int | None = Field(
+        default=None, ge=-1, le=10_000_000, description=f"-1: train for num_train_epochs; {UNSET}."
+    )
+    max_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_080,
+        description="Time budget: stop (keeping the model) after this many minutes of training in all.",
+    )
+    per_device_train_batch_size: int | None = Field(default=None, ge=1, le=4096, description=UNSET)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     max_length: int = Field(default=1024, ge=8, le=1_048_576, description="Tokens per sequence (or pack).")
     packing: bool = False
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
-    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
-    lr_scheduler_type: LrScheduler = "linear"
-    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    warmup_ratio: float | None = Field(
+        default=None, ge=0, lt=1, description=f"Warm-up as a fraction of all steps; {UNSET}."
+    )
+    warmup_steps: int | None = Field(
+        default=None, ge=0, le=10_000_000, description="Warm-up steps (instead of warmup_ratio)."
+    )
+    lr_scheduler_type: LrScheduler | None = Field(default=None, description=UNSET)
+    weight_decay: float | None = Field(default=None, ge=0, le=1, description=UNSET)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     eval_split: float = Field(
         default=0.0,
@@ -91,6 +129,33 @@ class TrainingSpec(BaseModel):
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
 
+    def unset_schedule_fields(self) -> list[str]:
+        """The schedule fields the client left unset (a warm-up given in steps counts as set)."""
+        unset = [name for name in SCHEDULED_FIELDS if getattr(self, name) is None]
+        if self.warmup_steps is not None and "warmup_ratio" in unset:
+            unset.remove("warmup_ratio")
+        return unset
+
+    def with_schedule(self, train_rows: int, student_kind: StudentKind) -> tuple[TrainingSpec, list[str]]:
+        """This spec with its unset schedule fields chosen by `default_schedule`; and which those were.
+
+        The result has no unset schedule field left, so resolving it again changes nothing (a resumed
+        run given the stored, resolved spec trains on the same schedule).
+        """
+        unset = self.unset_schedule_fields()
+        chosen = default_schedule(train_rows, student_kind)
+        values = {name: chosen[name] for name in unset}
+        if self.warmup_steps is None:
+            values["warmup_steps"] = 0
+        return self.model_copy(update=values), unset
+
+    def value(self, name: str) -> Any:
+        """A field's value, with `LIBRARY_DEFAULTS` standing in for what was left unset."""
+        if name == "learning_rate":
+            return self.resolved_learning_rate
+        current = getattr(self, name)
+        return LIBRARY_DEFAULTS[name] if current is None else current
+
 
 def cuda_available() -> bool:
     import torch
@@ -124,20 +189,21 @@ def build_sft_config(
     """
     values: dict[str, Any] = {
         **device_defaults(),
-        "learning_rate": spec.resolved_learning_rate,
-        "num_train_epochs": spec.num_train_epochs,
-        "max_steps": spec.max_steps,
-        "per_device_train_batch_size": spec.per_device_train_batch_size,
-        "per_device_eval_batch_size": spec.per_device_train_batch_size,
+        "learning_rate": spec.value("learning_rate"),
+        "num_train_epochs": spec.value("num_train_epochs"),
+        "max_steps": spec.value("max_steps"),
+        "per_device_train_batch_size": spec.value("per_device_train_batch_size"),
+        "per_device_eval_batch_size": spec.value("per_device_train_batch_size"),
         "gradient_accumulation_steps": spec.gradient_accumulation_steps,
         "max_length": spec.max_length,
         "packing": spec.packing,
         # BFD packing is padding-free: one batch*max_length sequence per step, slow without flash
         # attention; "wrapped" keeps plain batches (ENV.md).
         "packing_strategy": "bfd" if cuda_available() else "wrapped",
-        "warmup_steps": spec.warmup_ratio if spec.warmup_ratio else spec.warmup_steps,
-        "lr_scheduler_type": spec.lr_scheduler_type,
-        "weight_decay": spec.weight_decay,
+        # transformers 5 reads a warmup_steps below 1 as a ratio of all steps.
+        "warmup_steps": spec.warmup_ratio if spec.warmup_ratio else spec.value("warmup_steps"),
+        "lr_scheduler_type": spec.value("lr_scheduler_type"),
+        "weight_decay": spec.value("weight_decay"),
         "seed": spec.seed,
         "data_seed": spec.seed,
         "logging_steps": spec.logging_steps,

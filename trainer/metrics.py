@@ -27,7 +27,11 @@ FIELDS = (
     "eval_loss",
     "tokens_per_second",
     "mean_token_accuracy",
+    "eval_accuracy",
 )
+# What the in-training accuracy callback records into the step's row (`record`): the score on the
+# held-out items, how many there were, and the seconds generating and scoring them took.
+RECORDED = ("eval_accuracy", "eval_items", "eval_seconds")
 # The end-of-training summary is not a step of the series (TrainResult carries it).
 SUMMARY_KEYS = {"train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second"}
 
@@ -69,6 +73,9 @@ class JsonlMetricsCallback(TrainerCallback):  # type: ignore[misc]
         for name in ("loss", "learning_rate", "grad_norm", "eval_loss", "mean_token_accuracy"):
             if name in logs:
                 row[name] = _number(logs[name])
+        for name in RECORDED:
+            if name in logs:
+                row[name] = _number(logs[name])
         if "num_tokens" in logs and "loss" in logs:
             now = time.monotonic()
             tokens = float(logs["num_tokens"])
@@ -79,6 +86,10 @@ class JsonlMetricsCallback(TrainerCallback):  # type: ignore[misc]
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         self.latest = dict(row)
+
+    def record(self, state: TrainerState, values: dict[str, Any]) -> None:
+        """Merge values measured outside the Trainer's logs (in-training accuracy) into the step's row."""
+        self.on_log(None, state, None, logs={"epoch": state.epoch, **values})  # type: ignore[arg-type]
 
 
 class StepProgressCallback(TrainerCallback):  # type: ignore[misc]

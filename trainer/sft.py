@@ -20,11 +20,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.accuracy import (
+    BEST_DIR,
+    BEST_STATE,
+    AccuracyCallback,
+    AccuracySettings,
+    AccuracyState,
+    TimeBudgetCallback,
+    eval_share,
+    restore_best,
+)
 from trainer.config import TrainingSpec, build_sft_config
 from trainer.data import dataset_digest, load_prompt_completion, quiet_datasets, row_texts
 from trainer.metrics import JsonlMetricsCallback, StepProgressCallback
 from trainer.preflight import MaskReport, check_completion_mask
-from trainer.tiny_model import TinyModelSpec, build_tiny_model, read_tiny_model_info
+from trainer.schedule import StudentKind
+from trainer.tiny_model import TinyModelSpec, TokenizerError, build_tiny_model, read_tiny_model_info
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -36,6 +47,8 @@ FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 INIT_DIR = "init"  # the from-scratch student, built once so a resumed run finds the same tokenizer
 METRICS_FILE = "metrics.jsonl"
+# The spec as trained (unset schedule fields chosen from the data), written before step 1.
+RESOLVED_SPEC_FILE = "resolved_spec.json"
 LINEAGE_FILE = "hardlabel_training.json"
 EVAL_SPLITS = ("validation", "eval")
 # Rows of the dataset fed to the tokenizer of a student built from scratch.
@@ -65,6 +78,22 @@ class TrainResult:
     adapter_path: str | None = None
     mask: str = ""
     mask_warnings: list[str] = field(default_factory=list)
+    # The hyper-parameters trained with, and which of them the schedule rule chose.
+    spec: dict[str, Any] = field(default_factory=dict)
+    schedule_defaults: list[str] = field(default_factory=list)
+    train_rows: int = 0
+    # In-training accuracy (None without it): the step the final model comes from and its score,
+    # why training stopped early ("target", "plateau", "time_budget"; None: the schedule ended),
+    # and what scoring cost in this attempt: seconds and share of the training time.
+    best_step: int | None = None
+    best_score: float | None = None
+    stopped: str | None = None
+    evaluations: int = 0
+    eval_every: int | None = None
+    eval_max_new_tokens: int | None = None
+    eval_seconds: float = 0.0
+    train_seconds: float = 0.0
+    eval_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +112,7 @@ def train(
     lineage: Mapping[str, Any] | None = None,
     callbacks: Sequence[Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    accuracy: AccuracySettings | None = None,
 ) -> TrainResult:
     """Fine-tune a student on a prompt–completion dataset and write `output_dir/final`.
 
@@ -102,6 +132,13 @@ def train(
             ends training early and `train` still saves `final` (global_step < total_steps); one that
             raises aborts the run and the next call resumes from the last checkpoint.
         progress: called after every step with {step, total_steps, loss, tokens_per_second, ...}.
+        accuracy: score the student on held-out items while training (`trainer.accuracy`): the
+            score joins the metric series as `eval_accuracy`, the final model is the best-scoring
+            one, and training stops at the target or a plateau.
+
+    Schedule fields the spec leaves unset are chosen by `trainer.schedule.default_schedule` from the
+    number of training rows and the student kind (scratch, full, lora); the resolved spec is written
+    to `output_dir/resolved_spec.json` before step 1 and returned in the result.
 
     Raises:
         DatasetError, StudentError, MaskError, CheckpointError, ValueError: bad input, before step 1.
@@ -119,6 +156,7 @@ def train(
             lineage=lineage,
             callbacks=callbacks,
             progress=progress,
+            accuracy=accuracy,
         )
 
 
@@ -135,6 +173,7 @@ def _train(
     lineage: Mapping[str, Any] | None,
     callbacks: Sequence[Any] | None,
     progress: Callable[[dict[str, Any]], None] | None,
+    accuracy: AccuracySettings | None,
 ) -> TrainResult:
     from transformers import PrinterCallback
     from trl.trainer.sft_trainer import SFTTrainer
@@ -146,6 +185,15 @@ def _train(
 
     splits = load_prompt_completion(dataset_path)
     train_rows, eval_rows = _train_and_eval(splits, spec)
+    kind: StudentKind = "scratch" if from_scratch is not None else spec.method
+    spec, schedule_defaults = spec.with_schedule(len(train_rows), kind)
+    _write_json(
+        output_dir / RESOLVED_SPEC_FILE,
+        {
+            "spec": spec.model_dump(mode="json"),
+            "defaults": {"fields": schedule_defaults, "train_rows": len(train_rows), "student_kind": kind},
+        },
+    )
     sft_config = build_sft_config(
         spec,
         output_dir,
@@ -164,6 +212,22 @@ def _train(
 
     metrics = JsonlMetricsCallback(metrics_path or output_dir / METRICS_FILE)
     all_callbacks: list[Any] = [metrics, *(callbacks or [])]
+    budget = TimeBudgetCallback(spec.max_minutes, output_dir) if spec.max_minutes else None
+    if budget is not None:
+        all_callbacks.append(budget)
+    scoring = (
+        AccuracyCallback(
+            accuracy,
+            tokenizer=tokenizer,
+            output_dir=output_dir,
+            metrics=metrics,
+            answer_lengths=_completion_texts(train_rows),
+        )
+        if accuracy is not None
+        else None
+    )
+    if scoring is not None:
+        all_callbacks.append(scoring)
     if progress is not None:
         all_callbacks.append(StepProgressCallback(metrics, progress))
     trainer = SFTTrainer(
@@ -181,11 +245,19 @@ def _train(
 
     runtime = float(outcome.metrics.get("train_runtime") or 0.0)
     tokens = float(getattr(trainer, "_total_train_tokens", 0))
+    global_step = int(trainer.state.global_step)
+    best = AccuracyState.read(output_dir / BEST_DIR / BEST_STATE) if scoring is not None else None
+    if best is not None and best.best_step is not None and best.best_step != global_step:
+        # The final model is the best-scoring one, not the last.
+        restore_best(trainer.model, output_dir)
     final_dir, adapter_dir = _save_final(trainer, tokenizer, output_dir, spec)
+    stopped = best.stopped if best is not None else None
+    if stopped is None and budget is not None and budget.stopped:
+        stopped = "time_budget"
     result = TrainResult(
         output_dir=str(output_dir),
         model_path=str(final_dir),
-        global_step=int(trainer.state.global_step),
+        global_step=global_step,
         total_steps=int(trainer.state.max_steps),
         train_loss=float(outcome.training_loss) if outcome.training_loss is not None else None,
         tokens_per_second=round(tokens / runtime, 2) if runtime > 0 else 0.0,
@@ -194,6 +266,18 @@ def _train(
         adapter_path=str(adapter_dir) if adapter_dir else None,
         mask=mask.summary(),
         mask_warnings=mask.warnings,
+        spec=spec.model_dump(mode="json"),
+        schedule_defaults=schedule_defaults,
+        train_rows=len(train_rows),
+        best_step=best.best_step if best is not None else None,
+        best_score=best.best_score if best is not None else None,
+        stopped=stopped,
+        evaluations=len(best.history) if best is not None else 0,
+        eval_every=scoring.every if scoring is not None else None,
+        eval_max_new_tokens=scoring.max_new_tokens if scoring is not None else None,
+        eval_seconds=round(scoring.eval_seconds, 3) if scoring is not None else 0.0,
+        train_seconds=round(runtime, 3),
+        eval_share=eval_share(scoring.eval_seconds, runtime) if scoring is not None else None,
     )
     _write_model_card(
         final_dir,
@@ -205,6 +289,24 @@ def _train(
         train_rows=len(train_rows),
     )
     return result
+
+
+def _completion_texts(rows: Dataset) -> list[str]:
+    """The answers of (a sample of) the training rows: how long the student's answers will be."""
+    texts = []
+    for row in rows.select(range(min(len(rows), 2_000))):
+        completion = row["completion"]
+        if isinstance(completion, list):
+            texts.append("".join(str(m.get("content", "")) for m in completion if isinstance(m, dict)))
+        else:
+            texts.append(str(completion))
+    return texts
+
+
+def _write_json(path: Path, data: Any) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    staging.replace(path)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -255,7 +357,12 @@ def _build_from_scratch(output_dir: Path, shapes: Mapping[str, Any], train_rows:
         if {key: built.get(key) for key in asdict(tiny)} != asdict(tiny):
             raise StudentError(f"{init_dir} holds a student of other shapes than from_scratch asks for")
         return init_dir
-    build_tiny_model(init_dir, tiny, extra_texts=row_texts(train_rows, limit=CORPUS_ROWS))
+    # A reused tokenizer (e.g. the teacher's) needs no corpus.
+    corpus = row_texts(train_rows, limit=CORPUS_ROWS) if tiny.tokenizer is None else ()
+    try:
+        build_tiny_model(init_dir, tiny, extra_texts=corpus)
+    except TokenizerError as exc:
+        raise StudentError(f"from_scratch.tokenizer: {exc}") from exc
     return init_dir
 
 
@@ -406,6 +513,20 @@ def _write_model_card(
             "## Training",
             "",
             f"- method: {spec.method}; steps: {result.global_step}; train rows: {train_rows}",
+            *(
+                [
+                    f"- kept the best of {result.evaluations} in-training scorings: step {result.best_step}, "
+                    f"accuracy {result.best_score:.4f}"
+                    + (f" (stopped early: {result.stopped})" if result.stopped else "")
+                ]
+                if result.best_step is not None and result.best_score is not None
+                else []
+            ),
+            *(
+                [f"- schedule chosen from the data: {', '.join(result.schedule_defaults)}"]
+                if result.schedule_defaults
+                else []
+            ),
             f"- final train loss: {result.train_loss if result.train_loss is not None else 'n/a'}",
             f"- {mask.summary()}",
             f"- resumed from: {result.resumed_from or 'no'}",

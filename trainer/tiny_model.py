@@ -61,9 +61,14 @@ class TinyModelSpec:
     max_position: int = 512
     split_digits: bool = True
     seed: int = 0
+    # A tokenizer (or model) folder to reuse, e.g. the teacher's: its vocabulary, special tokens and
+    # chat template; `vocab` and `split_digits` then do not apply (no tokenizer is trained).
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.tokenizer is not None and not str(self.tokenizer).strip():
+            problems.append("tokenizer must be a tokenizer or model folder (got an empty string)")
         if not 1 <= self.layers <= 128:
             problems.append(f"layers must be 1..128 (got {self.layers})")
         if not 8 <= self.hidden <= 16384:
@@ -148,6 +153,42 @@ def train_tokenizer(texts: Iterable[str], spec: TinyModelSpec) -> object:
     return wrapped
 
 
+class TokenizerError(ValueError):
+    """The folder given as a from-scratch student's tokenizer holds no usable tokenizer."""
+
+
+def load_reused_tokenizer(path: str | Path) -> Any:
+    """A tokenizer to build a new model around (e.g. the teacher's), checked for what training needs.
+
+    It must load with `AutoTokenizer` from a local folder, have an end-of-sequence token (generation
+    stops there) and a chat template (the rows are chat prompts). A missing pad token becomes EOS.
+    A template without TRL's `{% generation %}` markers is fine: the rows are prompt–completion and
+    TRL masks the prompt by itself.
+
+    Raises:
+        TokenizerError: not a folder, no tokenizer in it, or no EOS token / chat template.
+    """
+    from transformers import AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise TokenizerError(f"no such tokenizer folder: {path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:  # OSError, ValueError, KeyError... whatever the folder's files provoke
+        text = str(exc).strip().splitlines()
+        raise TokenizerError(
+            f"{path} holds no tokenizer that transformers can load: {text[0] if text else type(exc).__name__}"
+        ) from exc
+    if tokenizer.eos_token_id is None:
+        raise TokenizerError(f"the tokenizer in {path} has no end-of-sequence token")
+    if not tokenizer.chat_template:
+        raise TokenizerError(f"the tokenizer in {path} has no chat template (the training rows are chats)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def build_tiny_model(
     out_dir: Path | str,
     spec: TinyModelSpec | None = None,
@@ -164,6 +205,9 @@ def build_tiny_model(
         spec: model shape; defaults to TinyModelSpec().
         corpus_files: local text files to train the tokenizer on; defaults to the Python stdlib.
         extra_texts: more tokenizer text, e.g. the training rows of a student built from scratch.
+
+    Raises:
+        TokenizerError: `spec.tokenizer` names a folder without a usable tokenizer.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -171,8 +215,11 @@ def build_tiny_model(
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = list(corpus_files) if corpus_files else default_corpus_files()
-    tokenizer = train_tokenizer(_chain(iter_corpus(files), extra_texts), spec)
+    if spec.tokenizer is not None:
+        tokenizer = load_reused_tokenizer(spec.tokenizer)
+    else:
+        files = list(corpus_files) if corpus_files else default_corpus_files()
+        tokenizer = train_tokenizer(_chain(iter_corpus(files), extra_texts), spec)
     vocab_size = len(tokenizer)  # type: ignore[arg-type]
 
     torch.manual_seed(spec.seed)

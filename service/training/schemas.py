@@ -35,14 +35,21 @@ LrScheduler = Literal[
 ]
 # Bytes 256 + the tiny models' special tokens (trainer.tiny_model.MIN_VOCAB).
 MIN_SCRATCH_VOCAB = 260
+# trainer.config.UNSET: the text of schedule fields the trainer chooses when they are left unset.
+UNSET = "unset: chosen from the dataset size and the student kind (trainer/schedule.py)"
+TEACHER_TOKENIZER = "teacher"
+# The key of `training_run.results` that holds the training outcome beside the evaluation table.
+TRAINING_KEY = "training"
 
 __all__ = [
+    "DuringTraining",
     "EvaluationSettings",
     "EventOut",
     "Hyperparameters",
     "MetricOut",
     "RunStatus",
     "StudentSpec",
+    "TrainingOutcome",
     "TrainingRunCreate",
     "TrainingRunDetail",
     "TrainingRunOut",
@@ -50,23 +57,40 @@ __all__ = [
 
 
 class Hyperparameters(BaseModel):
-    """TRL SFT settings a client may set (TrainingSpec without `method`); everything else: TRL defaults."""
+    """TRL SFT settings a client may set (TrainingSpec without `method`); everything else: TRL defaults.
+
+    Schedule fields left unset (null) are chosen by the trainer's rule from the number of training
+    rows and the kind of student (trainer/schedule.py); the run's `config` then shows the values
+    chosen and `config.defaults.fields` names them.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     learning_rate: float | None = Field(
-        default=None, gt=0, le=1.0, description="Peak learning rate; unset: 2e-5 (full) or 2e-4 (LoRA)."
+        default=None, gt=0, le=1.0, description=f"Peak learning rate; {UNSET}."
     )
-    num_train_epochs: float = Field(default=1.0, gt=0, le=1000)
-    max_steps: int = Field(default=-1, ge=-1, le=10_000_000, description="-1: train for num_train_epochs.")
-    per_device_train_batch_size: int = Field(default=8, ge=1, le=4096)
+    num_train_epochs: float | None = Field(default=None, gt=0, le=1000, description=UNSET)
+    max_steps: int | None = Field(
+        default=None, ge=-1, le=10_000_000, description=f"-1: train for num_train_epochs; {UNSET}."
+    )
+    max_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_080,
+        description="Time budget: stop (keeping the model) after this many minutes of training in all.",
+    )
+    per_device_train_batch_size: int | None = Field(default=None, ge=1, le=4096, description=UNSET)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     max_length: int = Field(default=1024, ge=8, le=1_048_576, description="Tokens per sequence (or pack).")
     packing: bool = False
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
-    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
-    lr_scheduler_type: LrScheduler = "linear"
-    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    warmup_ratio: float | None = Field(
+        default=None, ge=0, lt=1, description=f"Warm-up as a fraction of all steps; {UNSET}."
+    )
+    warmup_steps: int | None = Field(
+        default=None, ge=0, le=10_000_000, description="Warm-up steps (instead of warmup_ratio)."
+    )
+    lr_scheduler_type: LrScheduler | None = Field(default=None, description=UNSET)
+    weight_decay: float | None = Field(default=None, ge=0, le=1, description=UNSET)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     eval_split: float = Field(
         default=0.0,
@@ -100,7 +124,7 @@ class Hyperparameters(BaseModel):
 
 
 class ScratchShapes(BaseModel):
-    """A new tiny Llama trained from random weights (its tokenizer is trained on the dataset's rows)."""
+    """A new tiny Llama trained from random weights (with a tokenizer trained on the rows, or reused)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -112,9 +136,25 @@ class ScratchShapes(BaseModel):
     max_position: int = Field(default=512, ge=16, le=1_048_576)
     split_digits: bool = Field(default=True, description="One token per digit (arithmetic tasks).")
     seed: int = Field(default=0, ge=0, le=INT_MAX)
+    tokenizer: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description='Reuse a tokenizer instead of training one: "teacher" (the tokenizer of the '
+        "version's teacher model folder) or a tokenizer/model folder. Its vocabulary, special tokens "
+        "and chat template are the student's; `vocab` and `split_digits` then do not apply.",
+    )
 
     @model_validator(mode="after")
     def _buildable(self) -> ScratchShapes:
+        if self.tokenizer is not None:
+            if not self.tokenizer.strip():
+                raise ValueError('tokenizer must be "teacher" or a tokenizer folder')
+            clashing = sorted({"vocab", "split_digits"} & self.model_fields_set)
+            if clashing:
+                raise ValueError(
+                    f"{' and '.join(clashing)} cannot be set with a tokenizer: the reused tokenizer decides"
+                )
         if self.hidden % self.heads or (self.hidden // self.heads) % 2:
             # Rotary position embeddings rotate pairs of dimensions: each head needs an even size.
             raise ValueError(
@@ -169,6 +209,69 @@ class EngineOptions(BaseModel):
     engine_kwargs: dict[str, Any] | None = None
 
 
+class AccuracyTarget(BaseModel):
+    """When in-training accuracy is good enough to stop: an absolute score, or a share of the teacher's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float | None = Field(default=None, gt=0, le=1, description="Stop at this accuracy (0..1).")
+    of_teacher: float | None = Field(
+        default=None,
+        gt=0,
+        le=10,
+        description="Stop at this fraction of the teacher's accuracy on the same items (scored before "
+        "training with the evaluation's engine).",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> AccuracyTarget:
+        if (self.score is None) == (self.of_teacher is None):
+            raise ValueError("give one of `score` or `of_teacher`")
+        return self
+
+
+class DuringTraining(BaseModel):
+    """Score the student while it trains, keep the best-scoring model, and stop once it has learned.
+
+    Every `every_steps` the student answers the first `items` evaluation items (the version's test
+    split or the eval set) greedily with transformers inside the training process, scored by the
+    evaluation's scorer. The score joins the metric series (`eval_accuracy`); the final model is the
+    best-scoring one (`best_step`); training stops at the `target` or after `patience` scorings
+    without improvement, within the budget (`max_steps`/epochs, `hyperparameters.max_minutes`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Runs only when the evaluation is enabled.")
+    items: int = Field(
+        default=100, ge=1, le=10_000, description="The first N evaluation items (at most max_items)."
+    )
+    every_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Unset: about 20 scorings over the run (at least 10 steps apart).",
+    )
+    patience: int | None = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Stop after this many scorings without improvement (null: no plateau stop); "
+        "8 of the default ~20 scorings: a student that learns in jumps gets a long flat stretch. "
+        "Not counted while the best score is 0.",
+    )
+    min_delta: float = Field(default=0.0, ge=0, le=1, description="An improvement is larger than this.")
+    target: AccuracyTarget | None = None
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=32_768,
+        description="Unset: the longest reference or training answer in tokens + 8 "
+        "(at most the evaluation's max_new_tokens).",
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Prompts per generate call.")
+
+
 class EvaluationSettings(BaseModel):
     """How the run scores teacher and student (before and after training) on the same held-out items.
 
@@ -202,11 +305,14 @@ class EvaluationSettings(BaseModel):
         default=None, description="Default: the teacher of the version's jobs (its lineage)."
     )
     student_engine: EngineOptions | None = None
+    during_training: DuringTraining = Field(default_factory=DuringTraining)
 
     @model_validator(mode="after")
     def _scorer(self) -> EvaluationSettings:
         # The filters' own validation of a verifier (regex compiles; regex mode needs a pattern).
         self.verifier_params()
+        if not self.enabled and "during_training" in self.model_fields_set and self.during_training.enabled:
+            raise ValueError("during_training scores the evaluation's items: it needs enabled=true")
         return self
 
     def verifier_params(self) -> VerifierParams:
@@ -276,7 +382,11 @@ class TrainingRunOut(BaseModel):
     dataset_id: int
     student: dict[str, Any]
     method: str
-    config: dict[str, Any] = Field(description="The hyper-parameters (TrainingSpec fields, with `method`).")
+    config: dict[str, Any] = Field(
+        description="The hyper-parameters (TrainingSpec fields, with `method`); once training starts, "
+        "the values used, with `defaults`: {fields, train_rows, student_kind} naming those the schedule "
+        "rule chose."
+    )
     evaluation: dict[str, Any] = Field(description="Evaluation settings, the teacher resolved.")
     step: int = Field(exclude=True)
     total_steps: int | None = Field(exclude=True)
@@ -318,12 +428,43 @@ class TrainingRunOut(BaseModel):
         )
 
 
+class TrainingOutcome(BaseModel):
+    """How training went: the schedule's end or an early stop, the model kept, what scoring cost."""
+
+    model_config = ConfigDict(extra="allow")
+
+    global_step: int | None = None
+    total_steps: int | None = None
+    train_rows: int | None = None
+    best_step: int | None = Field(default=None, description="The step the final model comes from.")
+    best_score: float | None = Field(default=None, description="Its in-training accuracy.")
+    stopped: str | None = Field(
+        default=None, description='"target", "plateau", "time_budget"; null: the schedule ran out.'
+    )
+    target_score: float | None = Field(default=None, description="The absolute accuracy target used.")
+    teacher_score: float | None = Field(
+        default=None, description="The teacher's accuracy on the in-training items (for of_teacher)."
+    )
+    evaluations: int | None = None
+    eval_every: int | None = None
+    eval_items: int | None = None
+    eval_max_new_tokens: int | None = None
+    eval_seconds: float | None = Field(default=None, description="Seconds scoring (last attempt).")
+    train_seconds: float | None = Field(default=None, description="Seconds training, scoring included.")
+    eval_share: float | None = Field(default=None, description="eval_seconds / train_seconds.")
+
+
 class TrainingRunDetail(TrainingRunOut):
     """A run with its dataset, checkpoints, evaluation table and the most recent error."""
 
     dataset: DatasetRef
     checkpoints: list[str] = Field(description="Complete checkpoints on the worker's disk, oldest first.")
     results: EvaluationTable | None = Field(description="The student-vs-teacher table (null until scored).")
+    training: TrainingOutcome | None = Field(
+        default=None, description="In-training accuracy, early stop and the kept step (null until trained)."
+    )
+    best_step: int | None = Field(default=None, description="The step the final model comes from.")
+    best_score: float | None = Field(default=None, description="The in-training accuracy of that model.")
     attempts: int = Field(description="Claims of the run's task so far (a resumed run counts more than one).")
     last_error: str | None = Field(description="The run's error, else the task's latest (retries included).")
 
@@ -334,10 +475,16 @@ class TrainingRunDetail(TrainingRunOut):
         if run is None:
             return data
         values = {name: getattr(run, name) for name in TrainingRunOut.model_fields if not name.endswith("_")}
+        stored = dict(run.results or {})
+        # `results` holds the evaluation table and, under "training", how training went.
+        training = stored.pop(TRAINING_KEY, None)
         values.update(
             dataset=data.dataset,
             checkpoints=list(run.checkpoints or []),
-            results=run.results,
+            results=stored if "items" in stored else None,
+            training=training,
+            best_step=(training or {}).get("best_step"),
+            best_score=(training or {}).get("best_score"),
             attempts=data.attempts,
             last_error=data.last_error,
             phase_=data.phase,
@@ -370,6 +517,12 @@ class MetricOut(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def eval_accuracy(self) -> float | None:
+        """In-training accuracy on the held-out items (steps where the student was scored)."""
+        return _number(self.data.get("eval_accuracy"))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def learning_rate(self) -> float | None:
         return _number(self.data.get("learning_rate"))
 
@@ -397,3 +550,55 @@ class MetricOut(BaseModel):
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# --- per-item evaluation results (GET /v1/training-runs/{id}/evaluation/items) -----------------
+
+EvaluationItemFilter = Literal["all", "disagreements", "student_wrong", "teacher_wrong"]
+EVALUATION_MODELS = ("teacher", "student_before", "student_after")
+
+
+class ModelAnswer(BaseModel):
+    """One model's greedy answer to an item and whether the scorer judged it correct."""
+
+    answer: str
+    correct: bool
+
+
+class EvaluationItemOut(BaseModel):
+    """One scored evaluation item: the question, the reference, and every scored model's answer.
+
+    `disagreement`: teacher and trained student were both scored and their answers differ in
+    correctness or in text (answers are compared as stored: whitespace-stripped, otherwise exact).
+    """
+
+    index: int = Field(description="Position in the run's evaluation items (0-based).")
+    question: str
+    reference: str
+    system: str | None
+    teacher: ModelAnswer | None = Field(description="Null when the teacher was not scored.")
+    student_before: ModelAnswer | None
+    student_after: ModelAnswer | None
+    disagreement: bool
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        if isinstance(data, dict) or not hasattr(data, "item_index"):
+            return data
+        answers: dict[str, ModelAnswer | None] = {}
+        for name in EVALUATION_MODELS:
+            answer, correct = getattr(data, f"{name}_answer"), getattr(data, f"{name}_correct")
+            scored = answer is not None and correct is not None
+            answers[name] = ModelAnswer(answer=answer, correct=correct) if scored else None
+        teacher, after = answers["teacher"], answers["student_after"]
+        return {
+            "index": data.item_index,
+            "question": data.question,
+            "reference": data.reference,
+            "system": data.system,
+            **answers,
+            "disagreement": bool(
+                teacher and after and (teacher.correct != after.correct or teacher.answer != after.answer)
+            ),
+        }

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
 from service.datasets import service as datasets
-from service.db.models import DatasetVersion, Event, TrainingMetric, TrainingRun
+from service.db.models import DatasetVersion, EvaluationItem, Event, TrainingMetric, TrainingRun
 from service.errors import ConflictError, NotFoundError, ValidationProblem
 from service.events import record_event
 from service.filters.eval_sets import check_eval_set
 from service.filters.specs import EvalSetSpec
+from service.model_folders import student_model_problem, teacher_model_problem
 from service.queue.enqueue import enqueue_tasks
 from service.settings import Settings
 from service.training import repository
 from service.training.progress import RATE_WINDOW, phase_of
 from service.training.schemas import EvaluationSettings, StudentSpec, TrainingRunCreate
+from service.training.scratch_tokenizer import resolve_scratch_tokenizer
 
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 Loc = tuple[str | int, ...]
@@ -44,6 +45,12 @@ def submit_run(
 ) -> TrainingRun:
     """Validate the request against the version and the disk, store the run, queue its `train` task."""
     version = datasets.get_dataset(session, payload.dataset_id)
+    if version.status != "succeeded":
+        raise ValidationProblem.at(
+            ("body", "dataset_id"),
+            f"dataset version {version.id} ({version.name} v{version.version}) is not frozen "
+            f"({version.status}{': ' + version.error if version.error else ''}): wait until it has succeeded",
+        )
     counts = repository.split_counts(session, version.id)
     if not counts.get("train"):
         raise ValidationProblem.at(
@@ -55,7 +62,9 @@ def submit_run(
     run = repository.add_run(
         session,
         dataset_id=version.id,
-        student=payload.student.model_dump(mode="json", exclude_none=True),
+        student=resolve_scratch_tokenizer(
+            payload.student, lambda: evaluation.get("teacher") or _lineage_teacher(session, version)
+        ),
         method=payload.method,
         config={**payload.hyperparameters.model_dump(mode="json"), "method": payload.method},
         evaluation=evaluation,
@@ -84,25 +93,9 @@ def submit_run(
 
 def _check_student(student: StudentSpec) -> None:
     if student.model is not None:
-        problem = model_folder_problem(student.model)
+        problem = student_model_problem(student.model)
         if problem:
             raise ValidationProblem.at(("body", "student", "model"), problem)
-
-
-def model_folder_problem(model: str) -> str | None:
-    """Why `model` cannot be a local model folder, or None (also for hub ids: the worker checks those).
-
-    A name that is absolute, starts with "." or "~", or exists on disk is a path: it must be a
-    folder with a config.json. Anything else is taken as a hub id.
-    """
-    path = Path(model).expanduser()
-    if not (path.is_absolute() or model.startswith((".", "~")) or path.exists()):
-        return None
-    if not path.exists():
-        return f"no such model folder: {model}"
-    if not path.is_dir() or not (path / "config.json").is_file():
-        return f"not a model folder (no config.json): {model}"
-    return None
 
 
 def _resolve_evaluation(
@@ -131,7 +124,10 @@ def _resolve_evaluation(
         settings.teacher.model_dump(mode="json") if settings.teacher else _lineage_teacher(session, version)
     )
     if teacher.get("engine", "vllm") == "vllm":
-        problem = model_folder_problem(str(teacher.get("model", "")))
+        engine_kwargs = teacher.get("engine_kwargs")
+        problem = teacher_model_problem(
+            str(teacher.get("model", "")), engine_kwargs if isinstance(engine_kwargs, dict) else None
+        )
         if problem:
             where = (*loc, "teacher", "model")
             raise ValidationProblem.at(
@@ -253,3 +249,13 @@ def list_events(
 ) -> tuple[list[Event], int]:
     get_run(session, run_id)
     return repository.list_events(session, run_id, after_id=after_id, limit=limit, offset=offset)
+
+
+def list_evaluation_items(
+    session: Session, run_id: int, *, item_filter: str, limit: int, offset: int
+) -> tuple[list[EvaluationItem], int]:
+    """The run's scored items in item order (empty until the run was evaluated); 404 for no such run."""
+    get_run(session, run_id)
+    return repository.list_evaluation_items(
+        session, run_id, item_filter=item_filter, limit=limit, offset=offset
+    )

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import cast, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
 from generator.engines.base import TeacherConfig
@@ -47,6 +47,7 @@ from service.filters.specs import VerifierParams
 from service.queue.leases import LeaseLost
 from service.settings import Settings
 from service.training.progress import CURSOR_DONE, CURSOR_EVALUATING, CURSOR_TRAINING
+from service.training.schemas import TRAINING_KEY
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
 from service.workers.evaluate import (
     STUDENT_AFTER,
@@ -55,8 +56,10 @@ from service.workers.evaluate import (
     EvalItem,
     EvalSetError,
     comparison_table,
+    evaluation_item_rows,
     load_eval_set,
     read_scores,
+    replace_evaluation_items,
     write_items,
 )
 from service.workers.train_child import (
@@ -78,6 +81,9 @@ EVAL_DIR = "evaluation"
 METRICS_FILE = "metrics.jsonl"  # trainer.sft's default metrics file in the output folder
 INIT_DIR = "init"  # where trainer.sft builds a from-scratch student
 CHILD_PID_FILE = "child.pid"
+RESOLVED_SPEC_FILE = "resolved_spec.json"  # trainer.sft writes the spec as trained here before step 1
+EVALUATION_ITEMS = "items.jsonl"
+IN_TRAINING_ITEMS = "in_training_items.jsonl"  # the first evaluation items, scored while training
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # How often the worker reads the child's files and writes what is new (bounded by the poll setting).
 SYNC_MIN_SECONDS, SYNC_MAX_SECONDS = 0.2, 2.0
@@ -197,12 +203,17 @@ def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
     data_dir = _materialise_dataset(ctx, run, out)
     for stale in (PROGRESS_FILE, RESULT_FILE):  # an earlier attempt's; the monitor must not read them
         (out / stale).unlink(missing_ok=True)
+    accuracy = _in_training_scoring(ctx, run, out)
+    if accuracy is None and ctx.stop_requested:
+        return TaskOutcome.STOPPED
     request = {
         "run_id": run.id,
         "parent_pid": os.getpid(),
         "output_dir": str(out),
         "dataset_path": str(data_dir),
-        "spec": {**run.config, "method": run.method},
+        # Once training started, `config` holds the resolved schedule: a resumed run keeps it.
+        "spec": {**{k: v for k, v in run.config.items() if k != SCHEDULE_DEFAULTS_KEY}, "method": run.method},
+        "accuracy": accuracy or None,
         "student": run.student.get("model"),
         "from_scratch": run.student.get("from_scratch"),
         "lineage": {
@@ -223,8 +234,143 @@ def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
     if code != EXIT_OK:
         _raise_child_failure("training", code, out)
     result = json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))
+    if accuracy:
+        result.update(
+            target_score=accuracy.get("target_score"),
+            teacher_score=accuracy.get("teacher_score"),
+            eval_items=accuracy.get("items"),
+        )
     _finish_training(ctx, run.id, result, out)
     return TaskOutcome.DONE
+
+
+SCHEDULE_DEFAULTS_KEY = "defaults"
+# What the run's `results.training` keeps of the trainer's result.
+OUTCOME_KEYS = (
+    "global_step",
+    "total_steps",
+    "train_rows",
+    "best_step",
+    "best_score",
+    "stopped",
+    "target_score",
+    "teacher_score",
+    "evaluations",
+    "eval_every",
+    "eval_items",
+    "eval_max_new_tokens",
+    "eval_seconds",
+    "train_seconds",
+    "eval_share",
+)
+
+
+def _in_training_scoring(ctx: TaskContext, run: RunSnapshot, out: Path) -> dict[str, Any] | None:
+    """The child's in-training scoring settings: items written to a file, the scorer, the rules.
+
+    The items are the first `during_training.items` of the evaluation's items. An `of_teacher`
+    target becomes an absolute score here: the teacher is scored first, exactly as the evaluation
+    scores it and into the evaluation's scores file (so the evaluation after training reuses that
+    score rather than serve the teacher again), and its accuracy on the in-training items sets the
+    target. Returns {} when scoring is off, None when a stop was requested while the teacher was scored.
+    """
+    settings = run.evaluation
+    during = settings.get("during_training")
+    # Runs stored before in-training scoring existed have no `during_training`: off for them.
+    if not settings.get("enabled", True) or not isinstance(during, dict) or not during.get("enabled", True):
+        return {}
+    evaluation_items, source = _evaluation_items(ctx, run, settings)
+    items = evaluation_items[: int(during.get("items", 100))]
+    eval_dir = out / EVAL_DIR
+    items_path = eval_dir / IN_TRAINING_ITEMS
+    write_items(items_path, items)
+    params = _verifier_params(settings)
+    target = during.get("target") or {}
+    target_score = target.get("score")
+    teacher_score = None
+    if target.get("of_teacher") is not None:
+        teacher_score = _teacher_score(ctx, run, out, evaluation_items, len(items), params, settings)
+        if teacher_score is None:
+            return None
+        # A teacher that gets nothing right gives no target (every student would "reach" it at once).
+        target_score = min(1.0, float(target["of_teacher"]) * teacher_score) if teacher_score > 0 else None
+    return {
+        "items_path": str(items_path),
+        "items": len(items),
+        "source": source,
+        "verifier": params.model_dump(mode="json"),
+        "every_steps": during.get("every_steps"),
+        "max_new_tokens": during.get("max_new_tokens"),
+        "max_new_tokens_cap": int(settings.get("max_new_tokens", 64)),
+        "batch_size": int(during.get("batch_size", 64)),
+        "patience": during.get("patience"),
+        "min_delta": float(during.get("min_delta", 0.0)),
+        "target_score": target_score,
+        "teacher_score": teacher_score,
+    }
+
+
+def _teacher_score(
+    ctx: TaskContext,
+    run: RunSnapshot,
+    out: Path,
+    evaluation_items: list[EvalItem],
+    in_training: int,
+    params: VerifierParams,
+    settings: dict[str, Any],
+) -> float | None:
+    """The teacher's accuracy on the first `in_training` evaluation items (scored once, on them all)."""
+    items_path = out / EVAL_DIR / EVALUATION_ITEMS
+    write_items(items_path, evaluation_items)
+    scores_path = out / EVAL_DIR / SCORES_FILE
+    teacher = _teacher_engine(ctx, settings)
+    request = {
+        "run_id": run.id,
+        "parent_pid": os.getpid(),
+        "output_dir": str(out),
+        "items_path": str(items_path),
+        "scores_path": str(scores_path),
+        "verifier": params.model_dump(mode="json"),
+        "max_new_tokens": int(settings.get("max_new_tokens", 64)),
+        "models": [{"name": TEACHER, "config": teacher.model_dump(mode="json")}],
+    }
+    code = _run_child(ctx, "evaluate", request, out, lambda: None)
+    if code != EXIT_OK and ctx.stop_requested:
+        return None
+    if code != EXIT_OK:
+        _raise_child_failure("scoring the teacher for the in-training target", code, out)
+    score = read_scores(scores_path)[TEACHER]
+    verdicts = score.verdicts[:in_training]
+    accuracy = sum(verdicts) / len(verdicts) if verdicts else 0.0
+
+    def write(session: Session, committed: int) -> None:
+        record_event(
+            session,
+            "teacher_scored",
+            f"teacher ({score.model}): {accuracy:.3f} ({sum(verdicts)}/{len(verdicts)} {params.mode}) "
+            "on the in-training items, for the of_teacher target",
+            training_run_id=run.id,
+            task_id=ctx.task.id,
+            data={"name": TEACHER, "model": score.model, "items": len(verdicts), "accuracy": accuracy},
+        )
+
+    ctx.fenced(write)
+    return accuracy
+
+
+def _verifier_params(settings: dict[str, Any]) -> VerifierParams:
+    return VerifierParams(
+        mode=settings.get("scorer", "normalized"),
+        pattern=settings.get("pattern"),
+        tolerance=settings.get("tolerance", 1e-6),
+        relative_tolerance=settings.get("relative_tolerance", 0.0),
+    )
+
+
+def merged_results(patch: dict[str, Any]) -> Any:
+    """SQL for `results` with `patch`'s keys replaced: the evaluation table and the training outcome
+    are written at different times and must not erase each other."""
+    return func.coalesce(TrainingRun.results, cast(literal("{}"), JSONB)).op("||")(cast(patch, JSONB))
 
 
 def _materialise_dataset(ctx: TaskContext, run: RunSnapshot, out: Path) -> Path:
@@ -259,6 +405,9 @@ def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out:
     loss = result.get("train_loss")
     resumed = result.get("resumed_from")
 
+    outcome = {key: result.get(key) for key in OUTCOME_KEYS}
+    best_step, stopped = result.get("best_step"), result.get("stopped")
+
     def write(session: Session, committed: int) -> None:
         if committed >= CURSOR_EVALUATING:
             return  # committed before; only the answer was lost
@@ -271,6 +420,7 @@ def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out:
                 total_steps=func.coalesce(TrainingRun.total_steps, result["global_step"]),
                 tokens_per_second=result.get("tokens_per_second"),
                 checkpoints=checkpoints,
+                results=merged_results({TRAINING_KEY: outcome}),
             )
         )
         session.execute(
@@ -283,6 +433,12 @@ def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out:
             f"trained {result['global_step']} steps (train loss {shown_loss}, "
             f"{result.get('tokens_per_second', 0):,.0f} tokens/s"
             + (f", resumed from {Path(resumed).name}" if resumed else "")
+            + (f", stopped early: {stopped}" if stopped else "")
+            + (
+                f"; kept step {best_step} (accuracy {result.get('best_score', 0):.3f})"
+                if best_step is not None
+                else ""
+            )
             + f"): {result['model_path']}",
             training_run_id=run_id,
             task_id=task.id,
@@ -295,6 +451,7 @@ def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out:
                 "adapter_path": result.get("adapter_path"),
                 "mask": result.get("mask"),
                 "mask_warnings": result.get("mask_warnings", []),
+                **{key: outcome[key] for key in ("best_step", "best_score", "stopped", "eval_share")},
             },
         )
 
@@ -311,6 +468,7 @@ class TrainingMonitor:
         self.offset = 0  # bytes of metrics.jsonl already read (the whole file is re-read by a new worker)
         self.pending: dict[int, dict[str, Any]] = {}
         self.progress_mtime: float | None = None
+        self.resolved_stored = False
         # Checkpoints of earlier attempts are not news (their events were recorded then).
         self.checkpoints = [str(path) for path in list_checkpoints(out)]
 
@@ -350,12 +508,25 @@ class TrainingMonitor:
         self.progress_mtime = mtime
         return progress if isinstance(progress, dict) else None
 
+    def _resolved_config(self) -> dict[str, Any] | None:
+        """The spec as the trainer resolved it (schedule defaults chosen), once, for the run's `config`."""
+        if self.resolved_stored:
+            return None
+        try:
+            resolved = json.loads((self.out / RESOLVED_SPEC_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not isinstance(resolved, dict) or not isinstance(resolved.get("spec"), dict):
+            return None
+        return {**resolved["spec"], SCHEDULE_DEFAULTS_KEY: resolved.get("defaults") or {}}
+
     def sync(self) -> None:
         self.pending.update(self._new_metric_rows())
         progress = self._progress()
+        config = self._resolved_config()
         checkpoints = [str(path) for path in list_checkpoints(self.out)]
         new_checkpoints = [c for c in checkpoints if c not in self.checkpoints]
-        if not (self.pending or progress or checkpoints != self.checkpoints):
+        if not (self.pending or progress or config or checkpoints != self.checkpoints):
             return
         rows = dict(self.pending)
 
@@ -374,6 +545,8 @@ class TrainingMonitor:
                     )
                 )
             values: dict[str, Any] = {"checkpoints": checkpoints}
+            if config is not None:
+                values["config"] = config
             if progress is not None and isinstance(progress.get("step"), int):
                 values["step"] = progress["step"]
                 if progress.get("total_steps"):
@@ -397,6 +570,7 @@ class TrainingMonitor:
         for step in rows:
             self.pending.pop(step, None)
         self.checkpoints = checkpoints
+        self.resolved_stored = self.resolved_stored or config is not None
 
 
 # --- phase 2: evaluation ----------------------------------------------------------------------
@@ -407,15 +581,10 @@ def _evaluate_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcom
     if not settings.get("enabled", True):
         _finish_evaluation(ctx, run.id, None, "evaluation disabled for this run")
         return TaskOutcome.DONE
-    params = VerifierParams(
-        mode=settings.get("scorer", "normalized"),
-        pattern=settings.get("pattern"),
-        tolerance=settings.get("tolerance", 1e-6),
-        relative_tolerance=settings.get("relative_tolerance", 0.0),
-    )
+    params = _verifier_params(settings)
     items, source = _evaluation_items(ctx, run, settings)
     eval_dir = out / EVAL_DIR
-    items_path = eval_dir / "items.jsonl"
+    items_path = eval_dir / EVALUATION_ITEMS
     write_items(items_path, items)
     scores_path = eval_dir / SCORES_FILE
     models = _evaluation_models(ctx, run, out, settings)
@@ -437,8 +606,9 @@ def _evaluate_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcom
     if code != EXIT_OK:
         monitor.sync()
         _raise_child_failure("evaluation", code, out)
-    table = comparison_table(items, params, source, read_scores(scores_path))
-    _finish_evaluation(ctx, run.id, table, _table_summary(table))
+    scores = read_scores(scores_path)
+    table = comparison_table(items, params, source, scores)
+    _finish_evaluation(ctx, run.id, table, _table_summary(table), evaluation_item_rows(run.id, items, scores))
     return TaskOutcome.DONE
 
 
@@ -494,9 +664,7 @@ def _split_items(
     return items
 
 
-def _evaluation_models(
-    ctx: TaskContext, run: RunSnapshot, out: Path, settings: dict[str, Any]
-) -> list[tuple[str, TeacherConfig]]:
+def _teacher_engine(ctx: TaskContext, settings: dict[str, Any]) -> TeacherConfig:
     try:
         teacher = TeacherConfig.model_validate(settings["teacher"])
     except (KeyError, ValidationError) as exc:
@@ -504,6 +672,14 @@ def _evaluation_models(
     kv_default = ctx.settings.vllm_kv_cache_bytes
     if teacher.engine == "vllm" and teacher.kv_cache_memory_bytes is None and kv_default:
         teacher = teacher.model_copy(update={"kv_cache_memory_bytes": kv_default})
+    return teacher
+
+
+def _evaluation_models(
+    ctx: TaskContext, run: RunSnapshot, out: Path, settings: dict[str, Any]
+) -> list[tuple[str, TeacherConfig]]:
+    teacher = _teacher_engine(ctx, settings)
+    kv_default = ctx.settings.vllm_kv_cache_bytes
     # Students run on vLLM with the teacher's engine options (dtype, eager, KV cache); the context
     # length is capped at the student's own: a small student may have fewer positions.
     base = (
@@ -518,7 +694,8 @@ def _evaluation_models(
         if teacher.max_model_len and context:
             context = min(context, teacher.max_model_len)
         update_ = {"model": model, "revision": None, "max_model_len": context, **overrides}
-        return base.model_copy(update={**update_, "engine": "vllm", "base_url": None, "api_key": None})
+        no_server = {"base_url": None, "api_key_env": None, "api_key_file": None}
+        return base.model_copy(update={**update_, "engine": "vllm", **no_server})
 
     before = run.student.get("model") or str(out / INIT_DIR)
     if not run.model_path:
@@ -564,7 +741,9 @@ class ScoreMonitor:
         table = comparison_table(self.items, self.params, self.source, scores)
 
         def write(session: Session, committed: int) -> None:
-            session.execute(update(TrainingRun).where(TrainingRun.id == self.run_id).values(results=table))
+            session.execute(
+                update(TrainingRun).where(TrainingRun.id == self.run_id).values(results=merged_results(table))
+            )
             for name in new:
                 score = scores[name]
                 record_event(
@@ -594,14 +773,24 @@ def _table_summary(table: dict[str, Any]) -> str:
     )
 
 
-def _finish_evaluation(ctx: TaskContext, run_id: int, table: dict[str, Any] | None, summary: str) -> None:
+def _finish_evaluation(
+    ctx: TaskContext,
+    run_id: int,
+    table: dict[str, Any] | None,
+    summary: str,
+    item_rows: list[dict[str, Any]] | None = None,
+) -> None:
     task = ctx.task
 
     def write(session: Session, committed: int) -> None:
         if committed >= CURSOR_DONE:
             return
         if table is not None:
-            session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(results=table))
+            session.execute(
+                update(TrainingRun).where(TrainingRun.id == run_id).values(results=merged_results(table))
+            )
+        if item_rows is not None:
+            replace_evaluation_items(session, run_id, item_rows)
         session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": CURSOR_DONE, "id": task.id})
         record_event(
             session,

@@ -5,7 +5,9 @@ a segfault in a kernel) never leave the worker half-alive, and memory is returne
 The child talks to its parent through files in the run's output folder only (no database):
 
 - `train`: `trainer.sft.train` with resume; metrics.jsonl (the trainer's callback), progress.json
-  (step, total steps, latest metrics; replaced atomically), train_result.json at the end.
+  (step, total steps, latest metrics; replaced atomically), resolved_spec.json (the schedule as
+  chosen), train_result.json at the end. With in-training scoring, the scorer is the evaluation's
+  verifier comparison, handed to the trainer as a callable.
 - `evaluate`: `service.workers.evaluate.evaluate_models`; one line per scored model in scores.jsonl.
 - on failure, child_error.json: {"permanent": bool, "error": "Kind: message"}.
 
@@ -25,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,34 @@ class ProgressFile:
             write_json_atomic(self.path, {**state, "time": time.time()})
 
 
+def in_training_scoring(settings: dict[str, Any]) -> Any:
+    """`trainer.accuracy.AccuracySettings` from the worker's request: items from their file, scored by
+    the verifier comparison the evaluation uses (the trainer library knows no service, so it gets
+    the scorer as a plain callable)."""
+    from service.filters.specs import VerifierParams
+    from service.workers.evaluate import EvalItem, read_items, score_answers
+    from trainer.accuracy import AccuracySettings
+
+    items = read_items(Path(settings["items_path"]))
+    params = VerifierParams.model_validate(settings["verifier"])
+
+    def score(answers: Sequence[str], references: Sequence[str]) -> list[bool]:
+        return score_answers(answers, [EvalItem(question="", reference=ref) for ref in references], params)
+
+    return AccuracySettings(
+        prompts=[item.messages() for item in items],
+        references=[item.reference for item in items],
+        score=score,
+        every_steps=settings.get("every_steps"),
+        max_new_tokens=settings.get("max_new_tokens"),
+        max_new_tokens_cap=int(settings.get("max_new_tokens_cap", 64)),
+        batch_size=int(settings.get("batch_size", 64)),
+        patience=settings.get("patience"),
+        min_delta=float(settings.get("min_delta", 0.0)),
+        target_score=settings.get("target_score"),
+    )
+
+
 def run_training(request: dict[str, Any], stop: Stop) -> int:
     from transformers import TrainerCallback
 
@@ -147,6 +177,7 @@ def run_training(request: dict[str, Any], stop: Stop) -> int:
                 control.should_training_stop = True
 
     spec = TrainingSpec.model_validate(request["spec"])
+    accuracy = in_training_scoring(request["accuracy"]) if request.get("accuracy") else None
     try:
         result = train(
             dataset_path=Path(request["dataset_path"]),
@@ -158,6 +189,7 @@ def run_training(request: dict[str, Any], stop: Stop) -> int:
             lineage=request.get("lineage"),
             callbacks=[StopOnRequest()],
             progress=ProgressFile(out / PROGRESS_FILE),
+            accuracy=accuracy,
         )
     except ValueError as exc:
         # DatasetError, StudentError, MaskError, CheckpointError, a refused SFTConfig value: all are

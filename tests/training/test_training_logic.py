@@ -298,3 +298,55 @@ def test_api_scratch_shapes_follow_the_tiny_model_rules() -> None:
         except ValueError:
             library_ok = False
         assert api_ok == library_ok, shapes
+
+
+def test_run_detail_shows_the_training_outcome_beside_the_evaluation_table() -> None:
+    from types import SimpleNamespace
+
+    from service.training.schemas import TRAINING_KEY, TrainingRunDetail
+
+    outcome = {"best_step": 40, "best_score": 0.9, "stopped": "plateau", "eval_share": 0.02}
+    table = {"items": 3, "scorer": "exact", "source": "test split", "ratio": 0.5}
+
+    def view(results: dict[str, Any] | None) -> Any:
+        run = SimpleNamespace(
+            id=1,
+            status="succeeded",
+            dataset_id=1,
+            student={"model": "/m"},
+            method="full",
+            config={"method": "full"},
+            evaluation={},
+            step=60,
+            total_steps=200,
+            tokens_per_second=None,
+            model_path="/out/final",
+            output_dir="/out",
+            error=None,
+            created_by=None,
+            created_at=NOW,
+            started_at=NOW,
+            finished_at=NOW,
+            checkpoints=[],
+            results=results,
+        )
+        return SimpleNamespace(
+            run=run,
+            dataset={"id": 1, "name": "d", "version": 1},
+            attempts=1,
+            last_error=None,
+            phase="succeeded",
+            recent_steps=[],
+            attempt_started_at=None,
+        )
+
+    trained_only = TrainingRunDetail.model_validate(view({TRAINING_KEY: outcome})).model_dump(mode="json")
+    assert trained_only["results"] is None, "no evaluation table yet"
+    assert (trained_only["best_step"], trained_only["best_score"]) == (40, 0.9)
+    assert trained_only["training"]["stopped"] == "plateau"
+    both = TrainingRunDetail.model_validate(view({**table, TRAINING_KEY: outcome})).model_dump(mode="json")
+    assert both["results"]["ratio"] == 0.5
+    assert TRAINING_KEY not in both["results"]
+    assert both["training"]["eval_share"] == 0.02
+    nothing = TrainingRunDetail.model_validate(view(None)).model_dump(mode="json")
+    assert (nothing["results"], nothing["training"], nothing["best_step"]) == (None, None, None)

@@ -17,8 +17,10 @@ from fastapi.testclient import TestClient
 from service.settings import Settings
 from training.factories import (
     FAST,
+    addition_pairs,
     addition_version,
     events,
+    make_version,
     metric_steps,
     metric_times,
     metrics_file_steps,
@@ -206,9 +208,10 @@ def test_broken_template_and_unloadable_student_fail_with_precise_errors_and_no_
     broken = tmp_path / "broken-template"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "chat_template.jinja").write_text(DROPS_ANSWER)
+    # Passes the submission checks (they read files, not weights), fails when the worker loads it.
     garbage = tmp_path / "not-a-model"
-    garbage.mkdir()
-    (garbage / "config.json").write_text(json.dumps({"hello": "world"}))
+    shutil.copytree(tiny_model_dir, garbage)
+    (garbage / "tokenizer.json").write_text(json.dumps({"hello": "world"}))
 
     version = addition_version(training_db_url, 16, 0)
     runs = {
@@ -415,3 +418,184 @@ def test_kill_9_of_the_worker_resumes_from_the_last_checkpoint_without_duplicate
     )
     assert metric_steps(training_db_url, run_id) == list(range(2, 61, 2))
     assert [m["step"] for m in all_metrics(client, admin, run_id)] == list(range(2, 61, 2))
+
+
+# --- in-training accuracy, schedule defaults, from-scratch tokenizers (issue #11) ---------------
+
+
+def constant_version(url: str, teacher: dict[str, Any]) -> int:
+    """A version a tiny student learns in a few steps: every answer is "42"."""
+    pairs = addition_pairs(76, seed=11)
+    rows = [(f"What is {a}+{b}?", "42") for a, b in pairs]
+    return make_version(url, train=rows[:64], test=rows[64:], teacher=teacher)
+
+
+@pytest.fixture(scope="module")
+def constant_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A teacher that answers the constant task right: the tiny model, trained on it for 12 steps."""
+    import torch
+
+    from trainer.config import TrainingSpec
+    from trainer.sft import train
+
+    data = tmp_path_factory.mktemp("constant-teacher") / "train.jsonl"
+    rows = [(f"What is {a}+{b}?", "42") for a, b in addition_pairs(64, seed=5)]
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": q}],
+                    "completion": [{"role": "assistant", "content": a}],
+                }
+            )
+            + "\n"
+            for q, a in rows
+        )
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(
+            dataset_path=data,
+            student=tiny_model_dir,
+            output_dir=data.parent / "run",
+            spec=TrainingSpec(**FAST, max_steps=12, save_steps=12),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return Path(result.model_path)
+
+
+def test_of_teacher_target_stops_early_keeps_the_best_model_and_reuses_the_teachers_tokenizer(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    training_settings: Settings,
+    constant_teacher: Path,
+    train_worker: Any,
+) -> None:
+    version = constant_version(training_db_url, vllm_teacher(constant_teacher))
+    # No schedule given beyond a step budget: the rest comes from the rule (scratch student, 64 rows).
+    response = client.post(
+        "/v1/training-runs",
+        json={
+            "dataset_id": version,
+            "student": {"from_scratch": {"layers": 1, "hidden": 64, "heads": 2, "tokenizer": "teacher"}},
+            "hyperparameters": {"max_steps": 300, "max_length": 64, "logging_steps": 2},
+            "evaluation": {
+                "scorer": "exact",
+                "max_new_tokens": 8,
+                "during_training": {"every_steps": 2, "target": {"of_teacher": 1.0}, "patience": None},
+            },
+        },
+        headers=admin,
+    )
+    assert response.status_code == 202, response.text
+    submitted = response.json()
+    assert submitted["student"]["from_scratch"]["tokenizer"] == str(constant_teacher.resolve())
+    assert submitted["config"]["learning_rate"] is None, "unset until the worker knows the row count"
+    train_worker(training_settings).start().join(600)
+
+    run = detail(client, admin, submitted["id"])
+    assert run["status"] == "succeeded", run["last_error"]
+    training = run["training"]
+    # The teacher answered the in-training items first; the target is its accuracy (100%).
+    assert training["teacher_score"] == 1.0
+    assert training["target_score"] == 1.0
+    assert training["stopped"] == "target"
+    assert run["best_step"] == training["global_step"] == run["progress"]["step"] < 300
+    assert run["best_score"] == 1.0
+    assert training["eval_items"] == 12
+    assert 0 < training["eval_seconds"] < training["train_seconds"]
+    share = training["eval_seconds"] / training["train_seconds"]
+    assert training["eval_share"] == pytest.approx(share, rel=0.02)
+
+    metrics = all_metrics(client, admin, submitted["id"])
+    scored = [m for m in metrics if m["eval_accuracy"] is not None]
+    assert [m["step"] for m in scored] == list(range(2, run["best_step"] + 1, 2))
+    assert scored[-1]["eval_accuracy"] == 1.0
+    assert all(m["values"]["eval_items"] == 12 for m in scored)
+
+    # The resolved schedule is on the run: the rule's values for what was left unset.
+    from trainer.schedule import default_schedule
+
+    rule = default_schedule(64, "scratch")
+    config = run["config"]
+    assert config["defaults"] == {
+        "fields": [
+            "learning_rate",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "warmup_ratio",
+            "lr_scheduler_type",
+            "weight_decay",
+        ],
+        "train_rows": 64,
+        "student_kind": "scratch",
+    }
+    assert all(config[name] == rule[name] for name in config["defaults"]["fields"])
+    assert config["max_steps"] == 300
+
+    # The student was built around the teacher's tokenizer, and the post-training evaluation
+    # (vLLM) scored the kept model: the same held-out items, all right.
+    from transformers import AutoConfig, AutoTokenizer
+
+    teacher_tokenizer = AutoTokenizer.from_pretrained(str(constant_teacher))
+    assert AutoTokenizer.from_pretrained(run["model_path"]).get_vocab() == teacher_tokenizer.get_vocab()
+    assert AutoConfig.from_pretrained(run["model_path"]).vocab_size == len(teacher_tokenizer)
+    assert run["results"]["student_after"]["model"] == run["model_path"]
+    assert run["results"]["student_after"]["accuracy"] >= 0.9
+    assert run["results"]["teacher"]["accuracy"] == 1.0
+    kinds = [event.kind for event in events(training_db_url, submitted["id"])]
+    assert kinds.index("teacher_scored") < kinds.index("trained") < kinds.index("evaluated")
+    # The evaluation reused the teacher's score from before training (vLLM served it once).
+    scores = (Path(run["output_dir"]) / "evaluation" / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["name"] for line in scores] == ["teacher", "student_before", "student_after"]
+
+
+def test_from_scratch_tokenizer_is_resolved_at_submission_and_bad_values_are_422(
+    client: TestClient,
+    admin: dict[str, str],
+    training_db_url: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    version = constant_version(training_db_url, vllm_teacher(tiny_model_dir))
+
+    def post(student: dict[str, Any], **extra: Any) -> Any:
+        payload = {"dataset_id": version, "student": {"from_scratch": student}, **extra}
+        return client.post("/v1/training-runs", json=payload, headers=admin)
+
+    teacher = post({"tokenizer": "teacher"}, evaluation={"enabled": False})
+    assert teacher.status_code == 202, teacher.text
+    assert teacher.json()["student"]["from_scratch"]["tokenizer"] == str(tiny_model_dir.resolve())
+    folder = post({"tokenizer": str(tiny_model_dir)})
+    assert folder.status_code == 202, folder.text
+    assert folder.json()["student"]["from_scratch"]["tokenizer"] == str(tiny_model_dir.resolve())
+
+    (tmp_path / "empty").mkdir()
+    no_teacher = constant_version(training_db_url, {"model": str(tmp_path / "gone")})
+    cases: list[tuple[dict[str, Any], int | None, str]] = [
+        ({"tokenizer": str(tmp_path / "missing")}, None, "no such tokenizer folder"),
+        ({"tokenizer": str(tmp_path / "empty")}, None, "not a tokenizer folder"),
+        ({"tokenizer": "teacher"}, no_teacher, "version's teacher: no such tokenizer folder"),
+        ({"tokenizer": str(tiny_model_dir), "vocab": 300}, None, "vocab cannot be set with a tokenizer"),
+    ]
+    for student, dataset, message in cases:
+        payload = {"dataset_id": dataset or version, "student": {"from_scratch": student}}
+        payload["evaluation"] = {"enabled": False}
+        response = client.post("/v1/training-runs", json=payload, headers=admin)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        fields = [error["field"] for error in response.json()["errors"]]
+        assert any(f.startswith("student.from_scratch") for f in fields), fields
+        assert message in response.text, response.text
+    tokenizer_field = post({"tokenizer": str(tmp_path / "missing")}).json()["errors"][0]["field"]
+    assert tokenizer_field == "student.from_scratch.tokenizer"
+
+    both = post({}, evaluation={"during_training": {"target": {"score": 0.9, "of_teacher": 1.0}}})
+    assert both.status_code == 422
+    assert "evaluation.during_training.target" in both.text
+    off = post({}, evaluation={"enabled": False, "during_training": {"patience": 3}})
+    assert off.status_code == 422
+    assert "needs enabled=true" in off.text
