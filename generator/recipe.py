@@ -20,6 +20,7 @@ stages:
     messages: [{role: user, content: "Question: {{ questions }}\\nAnswer: {{ answer }}\\nScore 1-10:"}]
     parser: {type: score, min: 1, max: 10}
 answer_stage: answer              # optional: default, the last stage that is not a judge
+max_prompt_chars: 100000          # optional: a longer rendered message fails its item (kept, with the reason)
 ```
 
 Stages chain per branch: a template sees the seed row's columns plus each earlier stage's parsed
@@ -45,7 +46,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from generator.errors import RecipeError
 from generator.parsers import PARSER_TYPES, Parser, ScoreParser, TextParser
 from generator.seeds import SeedSpec, seed_columns
-from generator.templates import TEMPLATE_GLOBALS, PromptTemplate, compile_template
+from generator.templates import (
+    DEFAULT_MAX_RENDERED_CHARS,
+    TEMPLATE_GLOBALS,
+    PromptTemplate,
+    RenderLimits,
+    compile_template,
+)
 
 __all__ = [
     "CompiledStage",
@@ -67,6 +74,8 @@ _RESERVED_NAMES = frozenset(
     | TEMPLATE_GLOBALS
 )
 MAX_N = 128
+# A prompt longer than this is not a prompt any teacher's context holds.
+MAX_PROMPT_CHARS = 10_000_000
 
 
 class Message(BaseModel):
@@ -150,6 +159,12 @@ class Recipe(BaseModel):
         default=None,
         alias="answer_stage",
         description="Stage whose samples are the training pairs; default: the last non-judge stage.",
+    )
+    max_prompt_chars: int = Field(
+        default=DEFAULT_MAX_RENDERED_CHARS,
+        ge=1,
+        le=MAX_PROMPT_CHARS,
+        description="The longest a rendered message (or question) may be; longer fails that item.",
     )
 
     @model_validator(mode="after")
@@ -265,6 +280,7 @@ def validate_recipe(recipe: Recipe, base_dir: Path | None = None) -> None:
 def compile_stages(recipe: Recipe, columns: Sequence[str]) -> list[CompiledStage]:
     """Compile every stage's templates; stage i sees `columns` plus the names of stages before it."""
     column_set = set(columns)
+    limits = RenderLimits(max_chars=recipe.max_prompt_chars)
     compiled: list[CompiledStage] = []
     earlier: list[str] = []
     for index, stage in enumerate(recipe.stages):
@@ -274,13 +290,17 @@ def compile_stages(recipe: Recipe, columns: Sequence[str]) -> list[CompiledStage
         messages = [
             (
                 message.role,
-                compile_template(message.content, name=f"stages[{index}].messages[{j}]", variables=variables),
+                compile_template(
+                    message.content, name=f"stages[{index}].messages[{j}]", variables=variables, limits=limits
+                ),
             )
             for j, message in enumerate(stage.messages)
         ]
         question = None
         if stage.question is not None:
-            question = compile_template(stage.question, name=f"stages[{index}].question", variables=variables)
+            question = compile_template(
+                stage.question, name=f"stages[{index}].question", variables=variables, limits=limits
+            )
         sources = {"messages": [[m.role, m.content] for m in stage.messages], "question": stage.question}
         digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
         compiled.append(CompiledStage(index, stage, messages, question, digest))

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -22,16 +22,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.datasets.routes import router as datasets_router
 from service.db.session import session_factory
-from service.dependencies import Viewer
+from service.dependencies import Viewer, storable_request_text
 from service.errors import (
     ServiceUnavailableError,
     document_problems,
     install_problem_handlers,
     problem_response,
+    problem_responses,
 )
 from service.filters.routes import router as filters_router
 from service.jobs.routes import router as jobs_router
 from service.metrics import HttpMetricsMiddleware, build_registry
+from service.pagination import document_page_size
 from service.recipes.routes import router as recipes_router
 from service.reviews.routes import router as reviews_router
 from service.samples.routes import router as samples_router
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(storable_request_text)],
     )
     app.state.settings = settings
     app.state.session_factory = factory
@@ -126,7 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(generate_openapi())
+            app.openapi_schema = document_page_size(
+                document_problems(generate_openapi()), settings.max_page_size
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -138,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process answers (no database call)."""
         return Health(status="ok")
 
-    @app.get("/readyz", tags=["health"], response_model=Health)
+    @app.get("/readyz", tags=["health"], response_model=Health, responses=problem_responses(503))
     def readyz() -> Health:
         """Readiness: the database answers."""
         try:

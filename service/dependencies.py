@@ -7,17 +7,22 @@ Services only flush.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import Principal, authenticate, needs_last_used_update, require, touch_token
+from service.errors import ValidationProblem, field_error
+from service.filters.stored_text import storable_text_problem
 from service.pagination import PageParams, page_params, settings_of
 from service.settings import Settings
 
@@ -45,6 +50,58 @@ def get_session(request: Request) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# A request with more unstorable strings than this gets the first ones reported.
+MAX_REPORTED_TEXT_ERRORS = 20
+JSON_MEDIA_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json\b", re.IGNORECASE)
+
+
+def _unstorable_strings(root: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(location, problem) of every string in a JSON value that is not storable text, keys included."""
+    pending: list[tuple[tuple[str | int, ...], Any]] = [(loc, root)]
+    while pending:  # iterative: a deeply nested body must not exhaust the stack
+        where, value = pending.pop()
+        if isinstance(value, str):
+            problem = storable_text_problem(value)
+            if problem is not None:
+                yield where, problem
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                problem = storable_text_problem(key)
+                if problem is not None:
+                    yield (*where, key), f"the key {problem}"
+                pending.append(((*where, key), item))
+        elif isinstance(value, list):
+            pending.extend(((*where, index), item) for index, item in reversed(list(enumerate(value))))
+
+
+def _first_unstorable(root: Any, loc: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    return list(itertools.islice(_unstorable_strings(root, loc), MAX_REPORTED_TEXT_ERRORS))
+
+
+async def storable_request_text(request: Request) -> None:
+    """One rule for every text field: strings in the query, path or JSON body must be storable.
+
+    A NUL or a lone surrogate anywhere is a 422 naming the field, whatever the route or schema
+    (otherwise Postgres or the UTF-8 encoder refuses it later: a 500, or a 422 without a field).
+    """
+    parameters = [("query", name, value) for name, value in request.query_params.multi_items()]
+    parameters += [("path", name, value) for name, value in request.path_params.items()]
+    found = [hit for part, name, value in parameters for hit in _first_unstorable(value, (part, name))]
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PUT", "PATCH") and JSON_MEDIA_TYPE.match(content_type):
+        try:
+            body = await request.json()  # already read and parsed by FastAPI: cached
+        except ValueError:
+            body = None  # not JSON: FastAPI reports it
+        found += await run_in_threadpool(_first_unstorable, body, ("body",))  # bodies may be big
+    if found:
+        errors = [field_error(list(loc), msg, type="string_not_storable") for loc, msg in found]
+        errors = errors[:MAX_REPORTED_TEXT_ERRORS]
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValidationProblem(f"{first['field'] or 'request'}: {first['msg']}{more}", errors=errors)
 
 
 SettingsDep = Annotated[Settings, Depends(settings_of)]

@@ -17,8 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="A URI naming the kind of problem (`about:blank` for plain HTTP errors).")
+    type: str = Field(description="A URI naming the kind of problem, e.g. `urn:hardlabel:problem:not-found`.")
     title: str
     status: int
     detail: str
@@ -73,7 +76,24 @@ PROBLEM_DESCRIPTIONS = {
     409: "Conflicts with the resource's state.",
     413: "Request body too large.",
     422: "Invalid request: `errors` names each field.",
+    503: "The database is unreachable; retry shortly.",
 }
+# Starlette's own HTTP errors (unknown route, wrong method, unreadable body, body too large) get
+# the app's problem types too, not `about:blank`.
+HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    503: "service-unavailable",
+}
+# Seconds a client should wait before retrying while the database is away.
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -234,27 +254,80 @@ async def _handle_validation(request: Request, exc: Exception) -> ProblemRespons
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 async def _handle_http(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
+    unreadable = exc.__cause__ or exc.__context__
+    if exc.status_code == 400 and isinstance(unreadable, ValueError | MultiPartException):
+        # FastAPI's "There was an error parsing the body" (bytes that are not UTF-8 JSON) and
+        # Starlette's "Invalid multipart data": the body is a field like any other.
+        if isinstance(unreadable, MultiPartException):
+            reason = f"the body is not valid multipart form data: {unreadable.message}"
+        else:
+            reason = f"the body is not UTF-8 JSON: {unreadable}"
+        return problem_response(
+            request,
+            422,
+            title="Validation Error",
+            detail=f"body: {reason}",
+            slug="validation-error",
+            errors=[field_error(["body"], reason, type="body_unreadable")],
+        )
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(request, exc.status_code, detail=detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+    return problem_response(
+        request, exc.status_code, detail=detail, slug=HTTP_SLUGS.get(exc.status_code), headers=headers
+    )
+
+
+def _database_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        503,
+        slug="database-unavailable",
+        detail="The database is unreachable; retry shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _handle_database(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, DBAPIError)
     if isinstance(exc, DataError):
         # A value the database cannot store (NUL in text, out-of-range number): the client's input.
+        # Request validation should have named the field; this is the backstop.
         reason = (str(exc.orig).strip().splitlines() or ["invalid value"])[0]
-        logger.info("database refused a value in %s %s: %s", request.method, request.url.path, reason)
+        logger.warning("database refused a value in %s %s: %s", request.method, request.url.path, reason)
+        msg = f"invalid value: {reason}"
         return problem_response(
-            request, 422, title="Validation Error", slug="validation-error", detail=f"invalid value: {reason}"
+            request,
+            422,
+            title="Validation Error",
+            slug="validation-error",
+            detail=msg,
+            errors=[field_error(["request"], msg, type="database_refused")],
         )
-    if exc.connection_invalidated:
-        logger.warning("database connection lost during %s %s: %s", request.method, request.url.path, exc)
-        return problem_response(
-            request, 503, slug="database-unavailable", detail="The database is unreachable; retry shortly."
-        )
+    # One rule for every route, token authentication included: a database that cannot be reached
+    # (refused connection, killed connection, server shutting down) is a 503, never a 500.
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return _database_unavailable(request, exc)
     return await _handle_unexpected(request, exc)
+
+
+async def _handle_pool_timeout(request: Request, exc: Exception) -> ProblemResponse:
+    return _database_unavailable(request, exc)
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> ProblemResponse:
@@ -273,6 +346,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.add_exception_handler(DBAPIError, _handle_database)
+    app.add_exception_handler(PoolTimeoutError, _handle_pool_timeout)
     app.add_exception_handler(Exception, _handle_unexpected)
 
 
@@ -280,8 +354,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     """Make an OpenAPI document tell the truth about errors (in place; idempotent).
 
     Every 4xx/5xx response is `application/problem+json` with the Problem schema (the validation
-    variant for 422, replacing FastAPI's `HTTPValidationError`), and every operation that needs a
-    token documents 401 and 403.
+    variant for 422, replacing FastAPI's `HTTPValidationError`); every operation documents 422,
+    every operation that needs a token 401, 403 and 503, and every one on a path with a parameter 404.
     """
     from pydantic.json_schema import models_json_schema
 
@@ -293,12 +367,16 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     components.update(definitions.get("$defs", {}))
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
-    for path_item in schema.get("paths", {}).values():
+    for path, path_item in schema.get("paths", {}).items():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
-            if operation.get("security"):
-                for status in (401, 403):
+            if operation.get("security"):  # checking a token reads the database
+                for status in (401, 403, 503):
                     responses.setdefault(str(status), {"description": PROBLEM_DESCRIPTIONS[status]})
+            if "{" in path:  # an id in the path may name nothing
+                responses.setdefault("404", {"description": PROBLEM_DESCRIPTIONS[404]})
+            # Any string a request brings may be refused (service.dependencies.storable_request_text).
+            responses.setdefault("422", {"description": PROBLEM_DESCRIPTIONS[422]})
             for code, response in responses.items():
                 if not (code.isdigit() and int(code) >= 400):
                     continue

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query, Request
 from pydantic import BaseModel, Field
@@ -70,6 +70,23 @@ def page_params(
 ) -> PageParams:
     """FastAPI dependency: a bounded limit and an offset."""
     return PageParams(limit=resolve_limit(settings_of(request), limit), offset=offset)
+
+
+def document_page_size(schema: dict[str, Any], max_page_size: int) -> dict[str, Any]:
+    """State this server's page-size bound as the `maximum` of every `limit` query parameter.
+
+    The bound is a setting, so no static `Query(le=...)` can carry it; the document is made per app.
+    """
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") != "limit" or parameter.get("in") != "query":
+                    continue
+                parameter_schema = parameter.get("schema", {})
+                for branch in parameter_schema.get("anyOf", [parameter_schema]):
+                    if branch.get("type") == "integer":
+                        branch["maximum"] = max_page_size
+    return schema
 
 
 def encode_cursor(last_id: int) -> str:

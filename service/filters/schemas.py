@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 from service.filters.selection import SampleSelection
 from service.filters.specs import FilterSpec
-from service.filters.stored_text import no_nul_anywhere
+from service.filters.stored_text import storable_anywhere
 
 FilterRunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -34,7 +34,7 @@ class FilterRunCreate(BaseModel):
     @field_validator("filters", mode="before")
     @classmethod
     def _storable(cls, filters: Any) -> Any:
-        return no_nul_anywhere(filters)  # specs are stored as JSONB
+        return storable_anywhere(filters)  # specs are stored as JSONB
 
     @field_validator("filters")
     @classmethod

@@ -1,35 +1,54 @@
-"""Text a request asks us to store must fit Postgres: `text` and `jsonb` cannot hold NUL (U+0000).
+"""Text a request asks us to store must fit Postgres: one rule for every text field.
 
-Such input is a 422 naming the field, never a database error (a 500).
+`text` and `jsonb` cannot hold NUL (U+0000), and nothing UTF-8 can hold a lone surrogate
+(U+D800–U+DFFF, which JSON's `\\ud800` escapes produce). Such input is a 422 naming the field,
+never a database or encoding error (a 500). The app applies `storable_text_problem` to every
+string a request brings (service/dependencies.py); `StoredText` states it in schemas as well.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
 NUL = "\x00"
+# In a Python str from JSON a valid pair is already one code point: any surrogate left is lone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def no_nul(value: str) -> str:
+def storable_text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text, or None when it can."""
     if NUL in value:
-        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
+        return "contains a NUL character (U+0000), which cannot be stored"
+    surrogate = _SURROGATE.search(value)
+    if surrogate is not None:
+        return f"contains a lone surrogate (U+{ord(surrogate[0]):04X}), which is not valid Unicode text"
+    return None
+
+
+def storable_text(value: str) -> str:
+    """`value` unchanged; raises ValueError when it holds NUL or a lone surrogate."""
+    problem = storable_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-def no_nul_anywhere(value: Any) -> Any:
-    """`value` unchanged; raises ValueError when a string anywhere inside it (keys too) holds NUL."""
-    if isinstance(value, str):
-        no_nul(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            no_nul_anywhere(key)
-            no_nul_anywhere(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            no_nul_anywhere(item)
+def storable_anywhere(value: Any) -> Any:
+    """`value` unchanged; raises ValueError when a string anywhere inside it (keys too) is not storable."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            storable_text(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
     return value
 
 
-StoredText = Annotated[str, AfterValidator(no_nul)]
+StoredText = Annotated[str, AfterValidator(storable_text)]

@@ -14,8 +14,8 @@ from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
 from service.filters.conditions import failed_condition, passed_conditions, score_conditions
-from service.filters.stored_text import no_nul
-from service.limits import BIGINT_MAX
+from service.filters.stored_text import storable_text
+from service.limits import BIGINT_MAX, INT_MAX
 from service.reviews.conditions import review_status_condition, reviewer_condition, tags_condition
 
 
@@ -50,7 +50,7 @@ class SampleQuery(BaseModel):
     )
     tag: list[str] | None = Field(default=None, description="Tags the sample carries, all of them.")
     reviewer: int | None = Field(
-        default=None, ge=1, le=BIGINT_MAX, description="Id of the token that accepted or rejected it."
+        default=None, ge=1, le=INT_MAX, description="Id of the token that accepted or rejected it."
     )
 
     @field_validator("passed", "failed", "review_status", "tag", mode="before")
@@ -58,7 +58,9 @@ class SampleQuery(BaseModel):
     def _comma_lists(cls, value: Any) -> Any:
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
-            split = [no_nul(part.strip()) for item in items for part in item.split(",") if part.strip()]
+            split = [
+                storable_text(part.strip()) for item in items for part in item.split(",") if part.strip()
+            ]
             return split or None
         return value
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from service.dependencies import Admin, PageDep, SessionDep, SettingsDep, Viewer
+from service.errors import problem_responses
 from service.limits import BIGINT_MAX, INT_MAX
 from service.pagination import Page
 from service.training import service
@@ -26,7 +27,12 @@ router = APIRouter(prefix="/training-runs", tags=["training"])
 RunId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
-@router.post("", response_model=TrainingRunDetail, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "",
+    response_model=TrainingRunDetail,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(404),  # the dataset version does not exist
+)
 def submit_training_run(
     body: TrainingRunCreate, principal: Admin, session: SessionDep, settings: SettingsDep, response: Response
 ) -> TrainingRunDetail:

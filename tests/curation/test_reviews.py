@@ -192,7 +192,7 @@ def test_nul_characters_are_422_not_500(
         headers=admin.headers,
     )
     assert run.status_code == 422
-    assert run.json()["errors"][0]["field"] == "filters"
+    assert run.json()["errors"][0]["field"] == "filters[0].params.pattern"  # the string itself
     dataset = client.post(
         "/v1/datasets",
         json={"name": "nul", "query": {"job_ids": [job["job_id"]]}, "system": "\u0000"},

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import tracemalloc
 
-from generator.templates import TemplateError, compile_template
+import pytest
+from scripted_teacher import ScriptedEngine
+
+from generator.pipeline import run_recipe
+from generator.recipe import load_recipe
+from generator.templates import RenderLimits, TemplateError, compile_template
 
 KNOWN = {"topic", "items", "row"}
 
@@ -118,3 +123,137 @@ def test_sandbox_is_immutable() -> None:
     with pytest.raises(TemplateError):
         template.render({"items": items})
     assert items == [1, 2]
+
+
+# -- bounded work (issue #12): validation evaluates nothing, renders stay within RenderLimits ----
+
+
+def test_validation_evaluates_no_expression() -> None:
+    # Jinja folds constants while compiling: `'a' * 10**8` used to be built (100 MB, seconds) by
+    # merely validating a recipe, in the API process.
+    tracemalloc.start()
+    try:
+        for source in ("{{ 'a' * 10**8 }}", "{{ 'a'|center(10**8) }}", "x{{ 'a' ~ 'b' * 10**8 }}"):
+            compile_template(source, name="t", variables=KNOWN)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'a' * 10**9 }}",
+        "{{ 'a' * n }}",
+        "{{ [0] * 10**9 }}",
+        "{{ 10 ** 100000000 }}",
+        "{{ 'a'|center(10**9) }}",
+        "{{ 'a'.ljust(10**9) }}",
+        "{{ '%0999999999d' % 1 }}",
+        "{{ '%0999999999d'|format(1) }}",
+        "{{ ('x' * 1000)|replace('x', 'y' * 1000) }}",
+        "{{ range(100000)|join('x' * 1000) }}",
+        "{{ 'x'.join(['y' * 1000] * 1000) }}",
+        "{{ (1).to_bytes(10**9, 'big') }}",
+        "{{ [1]|batch(10**9, 0)|list }}",
+        "{% set a = 'a' * 1000 %}" + "{% set a = a ~ a %}" * 30 + "{{ a }}",
+        # str() of a small list that holds one big string many times
+        "{{ ['a' * 100000] * 100000 }}",
+        "{{ (['a' * 100000] * 100000)|string }}",
+        "{{ 'x' ~ (['a' * 100000] * 100000) }}",
+        "{{ '%s' % ([['a' * 100000] * 100000],) }}",
+        "{{ (['a' * 100000] * 100000)|join }}",
+        "{{ ([['a'] * 100000] * 100000)|sum(start=[]) }}",
+        "{% set x %}{% for i in range(100000) %}{% for j in range(100) %}0123456789{% endfor %}"
+        "{% endfor %}{% endset %}",
+    ],
+)
+def test_render_refuses_to_make_huge_values(source: str) -> None:
+    template = compile_template(source, name="stages[0].messages[0]", variables={"n"})
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError, match="refused") as caught:
+            template.render({"n": 10**8})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, source
+    assert caught.value.template == "stages[0].messages[0]"
+
+
+def test_render_counts_steps_of_loops_and_calls() -> None:
+    limits = RenderLimits(max_steps=10_000, max_seconds=3600)
+    loops = compile_template(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        name="t",
+        variables=KNOWN,
+        limits=limits,
+    )
+    with pytest.raises(TemplateError, match="more than 10000 steps"):
+        loops.render({})
+    recursion = compile_template(
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+        name="t",
+        variables=KNOWN,
+        limits=limits,
+    )
+    with pytest.raises(TemplateError, match="steps"):
+        recursion.render({})
+
+
+def test_rendered_text_over_the_limit_is_a_template_error() -> None:
+    template = compile_template(
+        "Topic: {{ topic }}", name="t", variables=KNOWN, limits=RenderLimits(max_chars=50)
+    )
+    assert template.render({"topic": "x" * 40}) == "Topic: " + "x" * 40
+    with pytest.raises(TemplateError, match="the limit is 50 characters"):
+        template.render({"topic": "x" * 60})
+    # The same text made inside the template is refused before it exists.
+    made = compile_template("{{ 'x' * n }}", name="t", variables={"n"}, limits=RenderLimits(max_chars=50))
+    with pytest.raises(TemplateError, match="the limit is 50 characters"):
+        made.render({"n": 51})
+
+
+def test_ordinary_templates_render_as_before_under_the_limits() -> None:
+    source = (
+        "{% set words = items|map('upper')|join(', ') %}{{ '%s: %d' % (topic, items|length) }} "
+        "{{ words }} {{ topic ~ '!' }} {{ '-' * 3 }} {{ 2 ** 10 }}"
+        "{% for item in items %} {{ loop.index }}/{{ loop.length }}={{ item|center(5) }}{% endfor %}"
+    )
+    template = compile_template(source, name="t", variables=KNOWN)
+    assert template.render({"topic": "rain", "items": ["a", "b"]}) == (
+        "rain: 2 A, B rain! --- 1024 1/2=  a   2/2=  b"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+        "{{ 1" + " + 1" * 20000 + " }}",
+        "{% for i in [1] %}" * 30 + "x" + "{% endfor %}" * 30,  # Python allows 20 nested blocks
+    ],
+)
+def test_a_deeply_nested_template_is_a_template_error(source: str) -> None:
+    with pytest.raises(TemplateError, match=r"nested too deeply|syntax error"):
+        compile_template(source, name="t", variables=KNOWN)
+
+
+def test_a_prompt_over_the_recipe_limit_fails_its_item_and_the_run_goes_on() -> None:
+    recipe = load_recipe(
+        {
+            "name": "long",
+            "max_prompt_chars": 1000,
+            "seeds": {"values": {"n": [10, 100_000_000, 20]}},
+            "stages": [{"name": "answer", "messages": [{"role": "user", "content": "{{ 'a' * n }}"}]}],
+        }
+    )
+    rows = [{"n": 10}, {"n": 100_000_000}, {"n": 20}]
+    engine = ScriptedEngine(lambda request, k: "ok")
+    samples = [s for chunk in run_recipe(recipe, engine, rows) for s in chunk.samples]
+    by_item = {s.item_index: s for s in samples}
+    assert (by_item[0].parse_ok, by_item[2].parse_ok) == (True, True)
+    assert by_item[1].parse_ok is False
+    assert "the limit is 1000 characters" in (by_item[1].parse_error or "")
+    assert [len(r.messages[0]["content"]) for call in engine.calls for r in call] == [10, 20]
