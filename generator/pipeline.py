@@ -217,6 +217,7 @@ def _collect(
                 "completion_index": k,
                 "completion_tokens": completion.completion_tokens,
                 "finish_reason": completion.finish_reason,
+                "stop_reason": completion.stop_reason,
             }
             if not outcome.ok:
                 make(work, raw=completion.text, outcome=outcome, value=None, extra=extra)
@@ -264,6 +265,7 @@ def _provenance(
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "finish_reason": None,
+        "stop_reason": None,
         "latency_seconds": 0.0,
         **extra,
     }

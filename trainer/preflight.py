@@ -12,6 +12,7 @@ message instead of training for hours on the wrong tokens.
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 IGNORE = -100
 # Prompt texts shorter than this are not searched for in the trained text ("a", "2", "?" occur anywhere).
 MIN_PROMPT_TEXT = 4
+# Tag-like template markup (`<think>`, `</s>`, `<|eot_id|>`) that is not text anybody wrote.
+_MARKUP = re.compile(r"</?\|?[\w.|-]{1,40}\|?>")
 
 
 class MaskError(ValueError):
@@ -203,6 +206,20 @@ def _check_row(
                 "the answer; "
                 "the chat template must render the prompt the same way with and without the answer"
             )
+    # Text the rows never wrote can be trained too: a template's own default system prompt (SmolLM2,
+    # Qwen) rendered after the answer is in no message, so only what is left besides the answers and
+    # the template's markup (special tokens, whitespace) shows it.
+    leftover = trained_text
+    for message in row["completion"]:
+        leftover = leftover.replace(message["content"].strip(), "", 1)
+    for special in sorted(getattr(tokenizer, "all_special_tokens", []), key=len, reverse=True):
+        leftover = leftover.replace(special, "")
+    leftover = _MARKUP.sub("", leftover).strip()
+    if len(leftover) >= MIN_PROMPT_TEXT and not cut_at:
+        raise MaskError(
+            f"row {index}: text that is not the answer is trained ({_clip(leftover)!r}); "
+            "the chat template must end the rendered conversation with the assistant's answer"
+        )
     return RowMask(index, len(input_ids), len(input_ids) - trained, trained, trained_text)
 
 

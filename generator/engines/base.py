@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PLAIN_API_KEY_REFUSED = (
+    "a plain api_key is never stored: give api_key_env (the name of an environment variable the "
+    "worker reads the key from) or api_key_file (the path of a file the worker reads it from)"
+)
+
+
+class TeacherSecretError(ValueError):
+    """The teacher's API key could not be read from the environment variable or file it names."""
 
 
 class TeacherConfig(BaseModel):
@@ -14,7 +25,10 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="Model folder path, or hub id where a hub is reachable.")
+    model: str = Field(
+        description="Model folder (or GGUF file) path: absolute, starting with '.' or '~', or existing; "
+        "any other name is a hub id (where a hub is reachable). The openai engine: the served model name."
+    )
     engine: Literal["vllm", "openai"] = "vllm"
     revision: str | None = None
     # vLLM offline engine options
@@ -29,7 +43,23 @@ class TeacherConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     # OpenAI-compatible server options
     base_url: str | None = None
-    api_key: str | None = None
+    # Secrets by reference only: a config is stored (job rows, run evaluations), a key must not be.
+    api_key: str | None = Field(
+        default=None, exclude=True, description="Refused: use api_key_env or api_key_file."
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="OpenAI engine: the environment variable the worker reads the API key from.",
+    )
+    api_key_file: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="OpenAI engine: a file the worker reads the API key from (whitespace around it dropped).",
+    )
     concurrency: int = Field(default=16, ge=1, le=1024)
     timeout_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
@@ -37,6 +67,37 @@ class TeacherConfig(BaseModel):
         default_factory=dict,
         description="OpenAI engine: extra fields merged into every request body (server-specific options).",
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_plain_api_key(cls, api_key: str | None) -> None:
+        if api_key is not None:
+            raise ValueError(PLAIN_API_KEY_REFUSED)
+
+    def resolve_api_key(self) -> str | None:
+        """The API key, read now from `api_key_env` or `api_key_file` (None when neither is given).
+
+        Raises:
+            TeacherSecretError: the variable is unset or empty, or the file is unreadable or empty.
+        """
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env, "").strip()
+            if not value:
+                raise TeacherSecretError(
+                    f"teacher api_key_env: the environment variable {self.api_key_env} is not set "
+                    "(or empty) in the worker"
+                )
+            return value
+        if self.api_key_file is not None:
+            path = Path(self.api_key_file).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TeacherSecretError(f"teacher api_key_file: cannot read {path}: {exc}") from exc
+            if not value:
+                raise TeacherSecretError(f"teacher api_key_file: {path} is empty")
+            return value
+        return None
 
 
 @dataclass
@@ -68,6 +129,9 @@ class Completion:
     text: str
     completion_tokens: int
     finish_reason: str | None
+    # What ended a "stop" completion: the stop string (excluded from `text`) or a stop token id;
+    # None for the model's own end of sequence (EOS) and for "length".
+    stop_reason: str | int | None = None
 
 
 @dataclass

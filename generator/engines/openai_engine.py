@@ -64,6 +64,7 @@ class OpenAIEngine:
         """
         if not config.base_url:
             raise ValueError("teacher.base_url is required for the 'openai' engine")
+        self._api_key = config.resolve_api_key()  # kept in memory only, never in the config
         self._config = config
         self._base_url = api_base_url(config.base_url)
         self._transport = transport
@@ -122,7 +123,7 @@ class OpenAIEngine:
         return [{**body, "n": 1, "seed": spec.seed + k} for k in range(spec.n)]
 
     async def _generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        headers = {"Authorization": f"Bearer {self._config.api_key}"} if self._config.api_key else {}
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         limits = httpx.Limits(max_connections=self._config.concurrency)
         semaphore = asyncio.Semaphore(self._config.concurrency)
         async with httpx.AsyncClient(
@@ -162,7 +163,12 @@ class OpenAIEngine:
                 message = choice.get("message") or {}
                 tokens = usage.get("completion_tokens", 0) if len(choices) == 1 else 0
                 completions.append(
-                    Completion(message.get("content") or "", tokens, choice.get("finish_reason"))
+                    Completion(
+                        message.get("content") or "",
+                        tokens,
+                        choice.get("finish_reason"),
+                        stop_reason=choice.get("stop_reason"),  # a vLLM extension; absent elsewhere
+                    )
                 )
         prompt_tokens = int((replies[0][0].get("usage") or {}).get("prompt_tokens", 0))
         return GenerationResult(completions, prompt_tokens, max(latency for _data, latency in replies))

@@ -18,6 +18,9 @@ from generator.engines.base import Completion, GenerationRequest, GenerationResu
 # below is derived from it.
 _CPU_MAX_NUM_SEQS = 256
 _CPU_KV_CACHE_BYTES = 1 << 30
+# How long `close` lets the engine-core process (and its executor's workers) exit on SIGTERM before
+# they are killed. Nothing is in flight by then: the grace only lets them release what they hold.
+ENGINE_SHUTDOWN_SECONDS = 2.0
 
 
 def engine_arguments(config: TeacherConfig, *, on_cpu: bool) -> dict[str, Any]:
@@ -71,6 +74,8 @@ class VLLMEngine:
         self._llm: Any = LLM(**engine_arguments(config, on_cpu=current_platform.is_cpu()))
         self._tokenizer: Any = self._llm.get_tokenizer()
         if not getattr(self._tokenizer, "chat_template", None):
+            # The loaded engine would otherwise outlive the failed task (its memory, its threads).
+            self.close()
             raise ValueError(f"teacher {config.model} has no chat template; recipes send chat messages")
         self._max_model_len: int = self._llm.llm_engine.model_config.max_model_len
 
@@ -148,7 +153,12 @@ class VLLMEngine:
             latency = time.perf_counter() - started
             for position, output in zip(runnable, outputs, strict=True):
                 completions = [
-                    Completion(text=c.text, completion_tokens=len(c.token_ids), finish_reason=c.finish_reason)
+                    Completion(
+                        text=c.text,
+                        completion_tokens=len(c.token_ids),
+                        finish_reason=c.finish_reason,
+                        stop_reason=c.stop_reason,
+                    )
                     for c in sorted(output.outputs, key=lambda c: c.index)
                 ]
                 prompt_tokens = len(output.prompt_token_ids or token_ids[position])
@@ -156,10 +166,13 @@ class VLLMEngine:
         return [result for result in results if result is not None]
 
     def close(self) -> None:
+        """Stop the engine, its engine-core process (multiprocessing mode) included, within seconds."""
         llm, self._llm = self._llm, None
         if llm is None:
             return
         engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if engine_core is not None and hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()
+            # vLLM's default waits 5 s for the engine-core process, which itself waits for its
+            # executor's worker process; nothing is in flight when we close, so cut that short.
+            engine_core.shutdown(timeout=ENGINE_SHUTDOWN_SECONDS)
         del llm

@@ -15,6 +15,7 @@ from service.errors import ConflictError, NotFoundError, ValidationProblem
 from service.events import record_event
 from service.jobs import repository
 from service.jobs.schemas import JobCreate, RecipeById, RecipeByName
+from service.model_folders import teacher_model_problem
 from service.queue.enqueue import enqueue_tasks, shard_ranges
 from service.recipes import service as recipes
 from service.settings import Settings
@@ -71,6 +72,7 @@ def submit_job(
                 )
             return Submission(existing, created=False)
 
+    _check_teacher(payload)
     recipe_row, spec = _resolve_recipe(session, payload, principal)
     available = recipes.count_items(spec, ("body", "recipe"))
     items_total = min(available, payload.limit) if payload.limit is not None else available
@@ -116,6 +118,16 @@ def submit_job(
     )
     session.flush()
     return Submission(job, created=True)
+
+
+def _check_teacher(payload: JobCreate) -> None:
+    """422 naming `teacher.model` when a local teacher cannot serve chat stages (hub ids pass)."""
+    teacher = payload.teacher
+    if teacher.engine != "vllm":
+        return  # an OpenAI-compatible server's model is a served name, not a path
+    problem = teacher_model_problem(teacher.model, teacher.engine_kwargs)
+    if problem:
+        raise ValidationProblem.at(("body", "teacher", "model"), problem)
 
 
 def _resolve_recipe(session: Session, payload: JobCreate, principal: Principal) -> tuple[Recipe, RecipeSpec]:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.factories import make_token
+from api.factories import TEACHER_FOLDER, make_token
 from service.app import create_app
 from service.settings import Settings
 
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_PAGE_SIZE = 50
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _teacher_folder(tiny_model_dir: Path) -> None:
+    """Jobs need a teacher whose folder passes the submission checks (never loaded by these tests)."""
+    TEACHER_FOLDER["path"] = str(tiny_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -86,5 +86,9 @@ def recipe_spec(
     }
 
 
-def teacher(model: str = "/models/teacher", **options: Any) -> dict[str, Any]:
-    return {"model": model, "engine": "vllm", **options}
+# A real model folder: submission checks a local teacher's files (tests/api/conftest.py sets it).
+TEACHER_FOLDER: dict[str, str] = {}
+
+
+def teacher(model: str | None = None, **options: Any) -> dict[str, Any]:
+    return {"model": model or TEACHER_FOLDER["path"], "engine": "vllm", **options}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -54,10 +55,11 @@ def api_get(env: dict[str, str], path: str) -> Any:
 
 
 def test_submit_inlines_file_seeds_and_sends_absolute_model_paths(
-    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
 ) -> None:
     recipe_file = write_recipe(tmp_path / "recipes", name=unique_name("arith"))
-    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    # A copy of a real model folder: the API checks a local teacher's files at submission.
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "tiny")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         main,
