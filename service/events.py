@@ -1,4 +1,4 @@
-"""The timeline of jobs, filter runs and training runs (GET .../events)."""
+"""The timeline of jobs, filter runs, training runs and dataset freezes (GET .../events)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def record_event(
     job_id: int | None = None,
     filter_run_id: int | None = None,
     training_run_id: int | None = None,
+    dataset_id: int | None = None,
     task_id: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
@@ -28,6 +29,7 @@ def record_event(
             job_id=job_id,
             filter_run_id=filter_run_id,
             training_run_id=training_run_id,
+            dataset_id=dataset_id,
             task_id=task_id,
             data=data or {},
         )

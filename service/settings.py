@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="Base of the exponential backoff before a requeued task runs again."
     )
     worker_kinds: str = Field(
-        default="generate,filter,train", description="Task kinds a worker claims (comma-separated)."
+        default="generate,filter,train,freeze", description="Task kinds a worker claims (comma-separated)."
     )
     vllm_kv_cache_bytes: int | None = Field(
         default=None,

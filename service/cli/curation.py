@@ -19,7 +19,6 @@ from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
 
 FINISHED = ("succeeded", "failed", "cancelled")
-FREEZE_TIMEOUT_SECONDS = 3600.0
 
 
 def parse_filter(option: str) -> dict[str, Any]:
@@ -72,6 +71,27 @@ def follow_run(client: ApiClient, run: dict[str, Any], console: Console, interva
                 task, completed=run["progress"]["items_done"], total=run["progress"]["items_total"]
             )
     return run
+
+
+def follow_freeze(
+    client: ApiClient, version: dict[str, Any], console: Console, interval: float
+) -> dict[str, Any]:
+    """Poll a queued version until its freeze task has finished, with a bar of the rows copied."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(
+            f"freezing {version['name']} v{version['version']}", total=version["rows_total"]
+        )
+        while version["status"] not in FINISHED:
+            time.sleep(interval)
+            version = client.get(f"/v1/datasets/{version['id']}")
+            progress.update(bar, completed=version["rows_done"], total=version["rows_total"])
+    return version
 
 
 def print_counts(console: Console, run: dict[str, Any]) -> None:
@@ -182,6 +202,7 @@ def dataset() -> None:
 )
 @click.option("--ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
 @click.option("--system", default=None, help="System prompt stored with every teacher row.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between polls.")
 @api_options
 def dataset_create(
     name: str,
@@ -197,10 +218,11 @@ def dataset_create(
     ground_truth: Path | None,
     ratio: float | None,
     system: str | None,
+    interval: float,
     api_url: str | None,
     token: str | None,
 ) -> None:
-    """Freeze a new version of dataset NAME; prints its id."""
+    """Freeze a new version of dataset NAME (waits for the freeze, with a progress bar); prints its id."""
     query: dict[str, Any] = {
         "job_ids": list(job_ids),
         "require_passed": list(require_passed),
@@ -222,8 +244,8 @@ def dataset_create(
         body["system"] = system
     if ratio is not None and ground_truth is None:
         raise CliError("--ratio needs --ground-truth")
-    # Freezing copies every row in one request: minutes for millions of samples.
-    with ApiClient(api_url, token, timeout=FREEZE_TIMEOUT_SECONDS) as client:
+    console = Console(stderr=True)
+    with ApiClient(api_url, token) as client:
         if ground_truth is not None:
             body["ground_truth"] = {"ratio": ratio}
             with ground_truth.open("rb") as upload:
@@ -236,8 +258,15 @@ def dataset_create(
             version = response.json()
         else:
             version = client.post("/v1/datasets", body)
+        # A worker copies the rows (minutes for millions of samples): wait for it.
+        version = follow_freeze(client, version, console, interval)
+    if version["status"] != "succeeded":
+        raise CliError(
+            f"{version['name']} v{version['version']} (id {version['id']}): freeze {version['status']}: "
+            f"{version['error']}"
+        )
     counts = version["row_counts"]
-    Console(stderr=True).print(
+    console.print(
         f"{version['name']} v{version['version']}: {counts['total']:,} rows (train {counts['train']:,}, "
         f"test {counts['test']:,}, ground truth {counts['ground_truth']:,}), digest {version['digest'][:16]}…"
     )
@@ -251,13 +280,14 @@ def dataset_list(name: str | None, api_url: str | None, token: str | None) -> No
     """List dataset versions, newest first."""
     with ApiClient(api_url, token) as client:
         page = client.get("/v1/datasets", name=name, limit=100)
-    table = Table("id", "name", "version", "rows", "train", "test", "digest", "created")
+    table = Table("id", "name", "version", "status", "rows", "train", "test", "digest", "created")
     for item in page["items"]:
         counts = item["row_counts"]
         table.add_row(
             str(item["id"]),
             item["name"],
             str(item["version"]),
+            item["status"],
             f"{counts.get('total', 0):,}",
             f"{counts.get('train', 0):,}",
             f"{counts.get('test', 0):,}",

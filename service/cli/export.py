@@ -55,6 +55,8 @@ def export(dataset_id: int, fmt: str, container: str, out_dir: Path, force: bool
         version = session.get(DatasetVersion, dataset_id)
         if version is None:
             raise CliError(f"dataset version {dataset_id} does not exist")
+        if version.status != "succeeded":
+            raise CliError(f"dataset version {dataset_id} is not frozen ({version.status}): wait for it")
         manifest = manifest_of(version)
     from service.datasets.export.folder import export_to_folder
 

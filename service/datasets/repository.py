@@ -5,7 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, cast, exists, func, insert, literal, select, text
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    case,
+    cast,
+    column,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, DatasetVersion, FilterRun, FilterVerdict, Job, Recipe, Sample
@@ -14,6 +27,8 @@ from service.filters.selection import current_answer, current_question
 # Rows per block of the content digest (see content_digest).
 DIGEST_BLOCK_ROWS = 10_000
 INSERT_BATCH = 10_000
+# Rows per INSERT of a freeze: progress is reported after each.
+COPY_CHUNK_ROWS = 100_000
 
 
 def lock_name(session: Session, name: str) -> None:
@@ -31,31 +46,42 @@ def next_version(session: Session, name: str) -> int:
 def add_version(
     session: Session, *, name: str, version: int, query: dict[str, Any], created_by: int | None
 ) -> DatasetVersion:
-    row = DatasetVersion(name=name, version=version, query=query, digest="", created_by=created_by)
+    row = DatasetVersion(
+        name=name, version=version, query=query, digest="", status="queued", created_by=created_by
+    )
     session.add(row)
     session.flush()
     return row
 
 
-def copy_teacher_rows(
+def any_sample_matches(session: Session, conditions: Sequence[ColumnElement[bool]]) -> bool:
+    return session.scalar(select(exists(select(Sample.id).where(*conditions)))) is True
+
+
+def choose_teacher_rows(
     session: Session,
-    dataset_id: int,
     conditions: Sequence[ColumnElement[bool]],
     *,
     limit: int | None,
     test_fraction: float,
     split_seed: int,
     stratify_by_job: bool,
-    system: str | None,
 ) -> int:
-    """INSERT … SELECT the matching samples' current text as rows 0..n-1 (by sample id); one statement.
+    """Number and split the matching samples into the temporary table `freeze_choice`; returns how many.
 
-    The split ranks samples by md5("<seed>:<sample id>") (per job when stratified) and puts the
-    round(test_fraction × n) first-ranked ones in `test`. Ranking and numbering sort ids only;
-    the text is joined in afterwards.
+    One statement over sample ids only, so which samples, their order (rows 0..n-1 by sample id)
+    and their split are decided on one snapshot; copy_chosen_rows then copies them in chunks. The
+    split ranks samples by md5("<seed>:<sample id>") (per job when stratified) and puts the
+    round(test_fraction × n) first-ranked ones in `test`. The table is dropped at commit.
     """
     # Sorting a million ids fits in memory with this; the default (4 MB) spills to disk.
     session.execute(text("SET LOCAL work_mem = '128MB'"))
+    session.execute(
+        text(
+            "CREATE TEMPORARY TABLE freeze_choice (row_index bigint PRIMARY KEY, sample_id bigint NOT NULL, "
+            "split varchar(10) NOT NULL) ON COMMIT DROP"
+        )
+    )
     chosen_query = select(Sample.id, Sample.job_id).where(*conditions).order_by(Sample.id)
     if limit is not None:
         chosen_query = chosen_query.limit(limit)
@@ -70,21 +96,39 @@ def copy_teacher_rows(
     else:
         split = literal("train", String)
     ranked = select(
-        chosen.c.id.label("sample_id"),
         (func.row_number().over(order_by=chosen.c.id) - 1).label("row_index"),
+        chosen.c.id.label("sample_id"),
         split.label("split"),
-    ).cte("ranked")
-    rows = select(
-        literal(dataset_id),
-        ranked.c.row_index,
-        ranked.c.split,
-        literal("teacher", String),
-        Sample.id,
-        current_question(),
-        current_answer(),
-        literal(system, String),
-        func.jsonb_build_object("job_id", Sample.job_id),
-    ).join_from(ranked, Sample, Sample.id == ranked.c.sample_id)
+    )
+    choice = table("freeze_choice", column("row_index"), column("sample_id"), column("split"))
+    statement = (
+        insert(choice)
+        .from_select(["row_index", "sample_id", "split"], ranked)
+        .execution_options(preserve_rowcount=True)
+    )
+    result = session.connection().execute(statement)  # Core: an INSERT's row count needs preserve_rowcount
+    session.execute(text("ANALYZE freeze_choice"))
+    return int(result.rowcount)
+
+
+def copy_chosen_rows(session: Session, dataset_id: int, start: int, end: int, *, system: str | None) -> None:
+    """INSERT … SELECT rows [start, end) of `freeze_choice` with their samples' current text."""
+    choice = table("freeze_choice", column("row_index"), column("sample_id"), column("split"))
+    rows = (
+        select(
+            literal(dataset_id),
+            choice.c.row_index,
+            choice.c.split,
+            literal("teacher", String),
+            Sample.id,
+            current_question(),
+            current_answer(),
+            literal(system, String),
+            func.jsonb_build_object("job_id", Sample.job_id),
+        )
+        .join_from(choice, Sample, Sample.id == choice.c.sample_id)
+        .where(choice.c.row_index >= start, choice.c.row_index < end)
+    )
     columns = [
         "dataset_id",
         "row_index",
@@ -96,9 +140,7 @@ def copy_teacher_rows(
         "system",
         "extra",
     ]
-    statement = insert(DatasetRow).from_select(columns, rows).execution_options(preserve_rowcount=True)
-    result = session.connection().execute(statement)  # Core: an INSERT's row count needs preserve_rowcount
-    return int(result.rowcount)
+    session.execute(insert(DatasetRow).from_select(columns, rows))
 
 
 def insert_ground_truth_rows(

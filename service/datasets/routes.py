@@ -28,7 +28,7 @@ from service.datasets.ground_truth import GroundTruthError, parse_jsonl
 from service.datasets.schemas import DatasetCreate, DatasetDetail, DatasetOut, ExportContainer, ExportFormat
 from service.db.session import get_engine
 from service.dependencies import Admin, PageDep, SessionDep, SettingsDep, Viewer
-from service.errors import NotFoundError, ValidationProblem
+from service.errors import NotFoundError, ValidationProblem, problem_responses
 from service.limits import BIGINT_MAX
 from service.pagination import Page
 
@@ -91,11 +91,13 @@ async def _read_create_request(request: Request) -> tuple[DatasetCreate, bytes |
 @router.post(
     "",
     response_model=DatasetDetail,
-    status_code=status.HTTP_201_CREATED,
+    status_code=status.HTTP_202_ACCEPTED,
     openapi_extra={"requestBody": _CREATE_BODY},
 )
-async def create_dataset(request: Request, principal: Admin, session: SessionDep) -> DatasetDetail:
-    """Freeze a new dataset version from a query (JSON, or multipart with a ground-truth JSONL upload)."""
+async def create_dataset(
+    request: Request, principal: Admin, session: SessionDep, settings: SettingsDep
+) -> DatasetDetail:
+    """Queue the freeze of a new dataset version (JSON, or multipart with a ground-truth JSONL upload)."""
     payload, upload = await _read_create_request(request)
     records = None
     if upload is not None:
@@ -104,7 +106,12 @@ async def create_dataset(request: Request, principal: Admin, session: SessionDep
         except GroundTruthError as exc:
             raise ValidationProblem.at(("body", "ground_truth"), str(exc)) from exc
     version = await run_in_threadpool(
-        service.create_dataset, session, payload, principal=principal, uploaded_ground_truth=records
+        service.queue_freeze,
+        session,
+        payload,
+        principal=principal,
+        settings=settings,
+        uploaded_ground_truth=records,
     )
     return DatasetDetail.model_validate(version)
 
@@ -137,7 +144,7 @@ ContainerQuery = Annotated[
 ]
 
 
-@router.get("/{dataset_id}/card", response_class=PlainTextResponse)
+@router.get("/{dataset_id}/card", response_class=PlainTextResponse, responses=problem_responses(409))
 def dataset_card_markdown(
     _: Viewer,
     session: SessionDep,
@@ -146,7 +153,7 @@ def dataset_card_markdown(
     container: ContainerQuery = "jsonl",
 ) -> PlainTextResponse:
     """The dataset card (README.md with lineage) an export of this version carries."""
-    version = service.get_dataset(session, dataset_id)
+    version = service.get_frozen_dataset(session, dataset_id)
     splits = {s: int(version.row_counts.get(s, 0)) for s in ("train", "test") if version.row_counts.get(s)}
     card = dataset_card(service.manifest_of(version), format, container, splits)
     return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
@@ -155,6 +162,7 @@ def dataset_card_markdown(
 @router.get(
     "/{dataset_id}/export",
     responses={
+        **problem_responses(409),
         200: {
             "description": "A split as JSONL or Parquet (streamed), or all splits as a tar of an HF folder.",
             "content": {
@@ -162,7 +170,7 @@ def dataset_card_markdown(
                 "application/vnd.apache.parquet": {},
                 "application/x-tar": {},
             },
-        }
+        },
     },
 )
 def export_dataset(
@@ -177,7 +185,7 @@ def export_dataset(
     ] = "train",
 ) -> Any:
     """Download an export of a version in a training format."""
-    version = service.get_dataset(session, dataset_id)
+    version = service.get_frozen_dataset(session, dataset_id)
     manifest = service.manifest_of(version)
     assert settings.database_url is not None
     engine = get_engine(settings.database_url)

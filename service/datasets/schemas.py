@@ -118,19 +118,36 @@ class DatasetCreate(BaseModel):
     )
 
 
+DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class DatasetOut(BaseModel):
-    """A frozen dataset version."""
+    """A dataset version: queued or running while its freeze task copies the rows, then succeeded
+    (frozen: rows, counts, digest and lineage never change again) or failed (with the error)."""
 
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     name: str
     version: int
+    status: DatasetStatus = Field(description="Of the freeze: poll until succeeded or failed.")
+    rows_done: int = Field(description="Rows copied so far (of rows_total).")
+    rows_total: int | None = Field(
+        description="Teacher rows to copy, known once the freeze has started; once frozen, every row "
+        "(ground truth included)."
+    )
+    error: str | None = Field(description="Why the freeze failed.")
     query: dict[str, Any] = Field(description="The request that created it (stage resolved).")
-    row_counts: dict[str, int] = Field(description="Rows per split and per source, and the total.")
-    digest: str = Field(description="SHA-256 of the rows' content in row order (see the README).")
+    row_counts: dict[str, int] = Field(
+        description="Rows per split and per source, and the total (empty until frozen)."
+    )
+    digest: str = Field(
+        description="SHA-256 of the rows' content in row order (see the README); empty until frozen."
+    )
     created_by: int | None
     created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class DatasetDetail(DatasetOut):

@@ -1,10 +1,11 @@
-"""Dataset versions: creation from a query (rows copied set-based, split, ground truth mixed,
-digest and lineage recorded), reading, and what exports need."""
+"""Dataset versions: a request queues a freeze (validated, numbered); the `freeze` task copies the
+rows set-based (split, ground truth mixed, digest and lineage recorded); reading, and what exports
+need."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, String, cast, or_
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -16,12 +17,15 @@ from service.datasets.export.card import DatasetManifest
 from service.datasets.ground_truth import choose_records, ground_truth_count, records_digest
 from service.datasets.schemas import ACCEPTED_OR_UNREVIEWED_PASSED_ALL, DatasetCreate, GroundTruthRecord
 from service.db.models import DatasetVersion, Sample
-from service.errors import NotFoundError, ValidationProblem
+from service.errors import ConflictError, NotFoundError, ValidationProblem
+from service.events import record_event
 from service.filters.conditions import passed_all_condition, passed_conditions
 from service.filters.schemas import redacted_filter_spec
 from service.filters.selection import current_answer, selection_conditions
 from service.filters.stages import resolve_stage
+from service.queue.enqueue import enqueue_tasks
 from service.reviews.conditions import review_status_condition, tags_condition
+from service.settings import Settings
 
 
 def version_conditions(
@@ -88,16 +92,19 @@ def no_rows_message(session: Session, payload: DatasetCreate, stage: str) -> str
     return message
 
 
-def create_dataset(
+def queue_freeze(
     session: Session,
     payload: DatasetCreate,
     *,
     principal: Principal,
+    settings: Settings,
     uploaded_ground_truth: list[GroundTruthRecord] | None = None,
 ) -> DatasetVersion:
-    """Freeze a new version of `payload.name` (see DatasetCreate, SplitSpec, GroundTruthSpec).
+    """Validate a version request, number the version and queue its `freeze` task; records "queued".
 
-    Everything happens in the caller's transaction: a version with a problem is never half-stored.
+    What can be checked cheaply is checked here, so a bad request is a 422 and never a failed
+    freeze: the stage, the filters named, the ground truth, and that some sample matches. The rows
+    are copied by the task (see freeze_version), with the samples as they are when it runs.
     """
     query = payload.query
     stage = resolve_stage(session, query.job_ids, query.stage, ("body", "query"))
@@ -111,34 +118,87 @@ def create_dataset(
             ("body", "ground_truth", "records"),
             "give records, or upload a JSONL file as the `ground_truth` part",
         )
-    split = payload.split
-    test_fraction, split_seed = (split.test_fraction, split.seed) if split else (0.0, 0)
+    if not repository.any_sample_matches(session, conditions):
+        raise ValidationProblem.at(("body", "query"), no_rows_message(session, payload, stage))
 
     repository.lock_name(session, payload.name)
     version_number = repository.next_version(session, payload.name)
     stored_query: dict[str, Any] = payload.model_dump(mode="json", exclude={"ground_truth"})
     stored_query["query"]["stage"] = stage
+    task_payload: dict[str, Any] = {"created_by": {"token_id": principal.token_id, "name": principal.name}}
     if gt_spec is not None and gt_records is not None:
         stored_query["ground_truth"] = {"ratio": gt_spec.ratio, "records": len(gt_records)}
+        # The records live on the task only: the version keeps their count and, once frozen, digest.
+        task_payload["ground_truth_records"] = [r.model_dump(mode="json") for r in gt_records]
     version = repository.add_version(
         session, name=payload.name, version=version_number, query=stored_query, created_by=principal.token_id
     )
-    teacher_rows = repository.copy_teacher_rows(
+    enqueue_tasks(
+        session, "freeze", [task_payload], dataset_id=version.id, max_attempts=settings.max_attempts
+    )
+    record_event(
         session,
-        version.id,
+        "queued",
+        f"freeze of {payload.name} v{version_number} queued by {principal.name!r}",
+        dataset_id=version.id,
+        data={"token_id": principal.token_id},
+    )
+    session.flush()
+    return version
+
+
+class FreezeProgress(Protocol):
+    def __call__(self, rows_done: int, rows_total: int) -> None: ...
+
+
+def freeze_version(
+    session: Session,
+    version: DatasetVersion,
+    task_payload: dict[str, Any],
+    *,
+    progress: FreezeProgress,
+) -> None:
+    """Copy a queued version's rows, mix its ground truth, and set its counts, digest and lineage.
+
+    Everything happens in the caller's transaction (the freeze task's, fenced at its end), so a
+    freeze interrupted anywhere leaves no row behind and is redone from the start. `progress` is
+    told the rows copied so far (it must write outside this transaction to be seen).
+
+    Raises:
+        ValidationProblem: no sample matches any more (e.g. reviews changed since the request).
+    """
+    stored = dict(version.query)
+    gt_stored = stored.pop("ground_truth", None)
+    payload = DatasetCreate.model_validate(stored)
+    query = payload.query
+    stage = query.stage or ""
+    conditions = version_conditions(session, payload, stage)
+    gt_records = [GroundTruthRecord.model_validate(r) for r in task_payload.get("ground_truth_records") or []]
+    gt_ratio = gt_stored.get("ratio") if gt_stored else None
+    split = payload.split
+    test_fraction, split_seed = (split.test_fraction, split.seed) if split else (0.0, 0)
+
+    total = repository.choose_teacher_rows(
+        session,
         conditions,
         limit=query.limit,
         test_fraction=test_fraction,
         split_seed=split_seed,
         stratify_by_job=bool(split and split.stratify_by_job),
-        system=payload.system,
     )
-    if teacher_rows == 0:
+    if total == 0:
         raise ValidationProblem.at(("body", "query"), no_rows_message(session, payload, stage))
+    progress(0, total)
+    chunk_rows = repository.COPY_CHUNK_ROWS
+    for start in range(0, total, chunk_rows):
+        end = min(start + chunk_rows, total)
+        repository.copy_chosen_rows(session, version.id, start, end, system=payload.system)
+        progress(end, total)
+    teacher_rows = total
     counts = repository.row_counts(session, version.id)
     ground_truth: dict[str, Any] | None = None
     if gt_records:
-        n = ground_truth_count(len(gt_records), counts["train"], gt_spec.ratio if gt_spec else None)
+        n = ground_truth_count(len(gt_records), counts["train"], gt_ratio)
         chosen = choose_records(gt_records, n, split_seed)
         repository.insert_ground_truth_rows(
             session,
@@ -153,20 +213,25 @@ def create_dataset(
         ground_truth = {
             "available": len(gt_records),
             "rows": n,
-            "requested_ratio": gt_spec.ratio if gt_spec else None,
+            "requested_ratio": gt_ratio,
             "actual_ratio": round(n / counts["train"], 6) if counts["train"] else None,
             "records_sha256": records_digest(gt_records),
             "choice": "first n by sha256('<split seed>:<record index>'), in upload order",
         }
     version.row_counts = counts
+    version.rows_total = counts["total"]
+    version.rows_done = counts["total"]
     version.digest = repository.content_digest(session, version.id)
-    version.lineage = _lineage(session, version.id, stage, ground_truth, principal)
+    version.lineage = _lineage(session, version.id, stage, ground_truth, task_payload.get("created_by") or {})
     session.flush()
-    return version
 
 
 def _lineage(
-    session: Session, dataset_id: int, stage: str, ground_truth: dict[str, Any] | None, principal: Principal
+    session: Session,
+    dataset_id: int,
+    stage: str,
+    ground_truth: dict[str, Any] | None,
+    created_by: dict[str, Any],
 ) -> dict[str, Any]:
     jobs = repository.jobs_of_rows(session, dataset_id)
     recipes = {job["recipe"]["id"]: job["recipe"] for job in jobs}
@@ -198,7 +263,7 @@ def _lineage(
         "review_counts": reviews,
         "edited_rows": edited,
         "ground_truth": ground_truth,
-        "created_by": {"token_id": principal.token_id, "name": principal.name},
+        "created_by": {"token_id": created_by.get("token_id"), "name": created_by.get("name")},
     }
 
 
@@ -206,6 +271,20 @@ def get_dataset(session: Session, dataset_id: int) -> DatasetVersion:
     version = repository.get_version(session, dataset_id)
     if version is None:
         raise NotFoundError(f"dataset version {dataset_id} does not exist")
+    return version
+
+
+def get_frozen_dataset(session: Session, dataset_id: int) -> DatasetVersion:
+    """A version whose freeze succeeded (its rows are all there); 409 while queued or running, or failed."""
+    version = get_dataset(session, dataset_id)
+    if version.status != "succeeded":
+        detail = f": {version.error}" if version.error else ""
+        raise ConflictError(
+            f"dataset version {dataset_id} is not frozen ({version.status}{detail}); "
+            f"wait for GET /v1/datasets/{dataset_id} to say succeeded",
+            title="Dataset Version Not Frozen",
+            slug="dataset-not-frozen",
+        )
     return version
 
 

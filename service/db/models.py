@@ -26,7 +26,7 @@ from service.db.base import Base, created_at_column, status_check
 ROLES = ("admin", "reviewer", "viewer")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TASK_KINDS = ("generate", "filter", "export", "train")
+TASK_KINDS = ("generate", "filter", "export", "train", "freeze")
 PARSE_STATUSES = ("ok", "failed")
 REVIEW_STATUSES = ("pending", "accepted", "rejected")
 SPLITS = ("train", "test")
@@ -129,10 +129,17 @@ class FilterRun(Base):
 
 
 class DatasetVersion(Base):
-    """A frozen, immutable dataset version: rows copied at creation, lineage and digest."""
+    """A frozen, immutable dataset version: rows copied by its `freeze` task, lineage and digest.
+
+    Its rows, counts, digest and lineage are set once, when the freeze succeeds; until then it is
+    queued or running (with `rows_done` of `rows_total`), and a failed freeze keeps its error.
+    """
 
     __tablename__ = "dataset_version"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint(status_check("status", JOB_STATUSES), name="status"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -141,8 +148,14 @@ class DatasetVersion(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     row_counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     digest: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="queued")
+    rows_total: Mapped[int | None] = mapped_column(BigInteger)
+    rows_done: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("api_token.id"))
     created_at: Mapped[datetime] = created_at_column()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class TrainingRun(Base):
@@ -204,6 +217,9 @@ class Task(Base):
     training_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("training_run.id", ondelete="CASCADE"), index=True
     )
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset_version.id", ondelete="CASCADE"), index=True
+    )
     payload: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     cursor: Mapped[int] = mapped_column(BigInteger, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -219,19 +235,21 @@ class Task(Base):
 
 
 class Event(Base):
-    """A timeline entry of a job, filter run or training run (queued, claimed, checkpoint, ...)."""
+    """A timeline entry of a job, filter run, training run or dataset freeze (queued, claimed, ...)."""
 
     __tablename__ = "event"
     __table_args__ = (
         Index("ix_event_job", "job_id", "id"),
         Index("ix_event_training_run", "training_run_id", "id"),
         Index("ix_event_filter_run", "filter_run_id", "id"),
+        Index("ix_event_dataset", "dataset_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
     filter_run_id: Mapped[int | None] = mapped_column(ForeignKey("filter_run.id", ondelete="CASCADE"))
     training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_run.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_version.id", ondelete="CASCADE"))
     task_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)

@@ -155,7 +155,14 @@ def verdicts_of_sample(session: Session, sample_id: int) -> list[FilterVerdict]:
 
 
 def existing_dataset_ids(session: Session, dataset_ids: Sequence[int]) -> set[int]:
-    return set(session.scalars(select(DatasetVersion.id).where(DatasetVersion.id.in_(list(dataset_ids)))))
+    """The given versions that exist and are frozen (a version still freezing has no rows to compare)."""
+    return set(
+        session.scalars(
+            select(DatasetVersion.id).where(
+                DatasetVersion.id.in_(list(dataset_ids)), DatasetVersion.status == "succeeded"
+            )
+        )
+    )
 
 
 def dataset_row_texts(

@@ -48,7 +48,9 @@ def _check_files(session: Session, filters: list[FilterSpec]) -> None:
             missing = sorted(set(wanted) - repository.existing_dataset_ids(session, wanted))
             if missing:
                 listed = ", ".join(str(m) for m in missing)
-                raise ValidationProblem.at((*loc, "against_datasets"), f"no such dataset version: {listed}")
+                raise ValidationProblem.at(
+                    (*loc, "against_datasets"), f"no such frozen dataset version: {listed}"
+                )
         elif isinstance(spec, LengthFilter) and spec.params.tokenizer:
             path = Path(spec.params.tokenizer)
             if not (path / "tokenizer.json").is_file() and not (path.is_file() and path.suffix == ".json"):

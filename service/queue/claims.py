@@ -33,7 +33,7 @@ CLAIM_SQL = text(
         finished_at = NULL
     FROM next
     WHERE t.id = next.id
-    RETURNING t.id, t.kind, t.job_id, t.filter_run_id, t.training_run_id, t.payload, t.cursor,
+    RETURNING t.id, t.kind, t.job_id, t.filter_run_id, t.training_run_id, t.dataset_id, t.payload, t.cursor,
               t.attempts, t.max_attempts, t.lease_token, t.priority
     """
 )
@@ -48,6 +48,7 @@ class ClaimedTask:
     job_id: int | None
     filter_run_id: int | None
     training_run_id: int | None
+    dataset_id: int | None
     payload: dict[str, Any]
     cursor: int
     attempts: int

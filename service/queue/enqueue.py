@@ -1,4 +1,4 @@
-"""Putting work on the queue: one task row per shard (generation) or per run (filter, train)."""
+"""Putting work on the queue: one task row per shard (generation) or per run (filter, train, freeze)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def enqueue_tasks(
     job_id: int | None = None,
     filter_run_id: int | None = None,
     training_run_id: int | None = None,
+    dataset_id: int | None = None,
     priority: int = 0,
     max_attempts: int = 5,
 ) -> list[Task]:
@@ -29,6 +30,7 @@ def enqueue_tasks(
             job_id=job_id,
             filter_run_id=filter_run_id,
             training_run_id=training_run_id,
+            dataset_id=dataset_id,
             priority=priority,
             max_attempts=max_attempts,
         )

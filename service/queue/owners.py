@@ -1,6 +1,7 @@
-"""What a task belongs to — a job, a filter run or a training run — and how its status follows the tasks.
+"""What a task belongs to — a job, a filter run, a training run or a dataset version (its freeze) —
+and how its status follows the tasks.
 
-The three owner tables share ``status``, ``error``, ``started_at`` and ``finished_at``, so the queue
+The four owner tables share ``status``, ``error``, ``started_at`` and ``finished_at``, so the queue
 moves them the same way: running on the first claim, succeeded when every task succeeded, failed
 (with the error) when a task failed for good. An owner that is already finished or cancelled is
 never moved again.
@@ -19,6 +20,7 @@ OWNER_TABLES: dict[str, str] = {
     "job_id": "job",
     "filter_run_id": "filter_run",
     "training_run_id": "training_run",
+    "dataset_id": "dataset_version",
 }
 
 
@@ -31,12 +33,15 @@ class TaskRef(Protocol):
     def filter_run_id(self) -> int | None: ...
     @property
     def training_run_id(self) -> int | None: ...
+    @property
+    def dataset_id(self) -> int | None: ...
 
 
 class OwnerIds(TypedDict):
     job_id: int | None
     filter_run_id: int | None
     training_run_id: int | None
+    dataset_id: int | None
 
 
 def owner_ids(task: TaskRef) -> OwnerIds:
@@ -45,6 +50,7 @@ def owner_ids(task: TaskRef) -> OwnerIds:
         "job_id": task.job_id,
         "filter_run_id": task.filter_run_id,
         "training_run_id": task.training_run_id,
+        "dataset_id": task.dataset_id,
     }
 
 

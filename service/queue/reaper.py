@@ -37,6 +37,7 @@ REAP_SQL = text(
     FROM expired
     WHERE t.id = expired.id
     RETURNING t.id, t.status, t.attempts, t.max_attempts, t.job_id, t.filter_run_id, t.training_run_id,
+              t.dataset_id,
               t.last_error, t.run_after, expired.lost_worker
     """
 )
@@ -51,6 +52,7 @@ class ReapedTask:
     job_id: int | None
     filter_run_id: int | None
     training_run_id: int | None
+    dataset_id: int | None
     last_error: str
     lost_worker: str | None
 
@@ -85,6 +87,7 @@ def reap_expired_tasks(
             job_id=row["job_id"],
             filter_run_id=row["filter_run_id"],
             training_run_id=row["training_run_id"],
+            dataset_id=row["dataset_id"],
             last_error=row["last_error"],
             lost_worker=row["lost_worker"],
         )

@@ -1,4 +1,4 @@
-"""Task kind → handler. Later kinds (filter, export, train) register here; the runner stays as is.
+"""Task kind → handler. Kinds (generate, filter, train, freeze) register here; the runner stays as is.
 
 Handlers are named by import path and imported on first use, so choosing a kind never drags in
 the heavy libraries of the others (vllm, torch, trl load only in workers that run them).
@@ -18,6 +18,7 @@ HANDLERS: dict[str, str | TaskHandler] = {
     "generate": "service.workers.generate:run_generate_task",
     "filter": "service.workers.filter:run_filter_task",
     "train": "service.workers.train:run_train_task",
+    "freeze": "service.workers.freeze:run_freeze_task",
 }
 
 

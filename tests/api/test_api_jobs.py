@@ -318,17 +318,27 @@ def test_events_are_ordered_and_page_by_after_id(
     assert [e["id"] for e in paged["items"]] == ids[2:4]
 
 
-def test_teacher_api_key_is_never_shown(
+def test_a_plain_teacher_api_key_is_refused_and_a_reference_is_stored(
     client: TestClient, admin: dict[str, str], viewer: dict[str, str]
 ) -> None:
-    job = submit(
-        client,
-        admin,
-        teacher=teacher("served-model", engine="openai", base_url="http://x/v1", api_key="sk-secret"),
-    ).json()
-    assert job["teacher"]["api_key"] == "***"
-    assert "sk-secret" not in client.get(f"/v1/jobs/{job['id']}", headers=viewer).text
-    assert "sk-secret" not in client.get("/v1/jobs", headers=viewer).text
+    """Issue #12.6: a secret is never stored; the teacher names where the worker reads it."""
+    served = teacher("served-model", engine="openai", base_url="http://x/v1")
+    refused = submit(client, admin, teacher={**served, "api_key": "sk-secret"})
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["field"] == "teacher.api_key"
+    assert "api_key_env" in error["msg"]
+    assert "api_key_file" in error["msg"]
+    assert "sk-secret" not in refused.text
+    job = submit(client, admin, teacher={**served, "api_key_env": "TEACHER_API_KEY"}).json()
+    assert job["teacher"]["api_key_env"] == "TEACHER_API_KEY"
+    assert "api_key" not in job["teacher"]
+    by_file = submit(client, admin, teacher={**served, "api_key_file": "/run/secrets/teacher"})
+    assert by_file.status_code == 202, by_file.text
+    assert by_file.json()["teacher"]["api_key_file"] == "/run/secrets/teacher"
+    bad_name = submit(client, admin, teacher={**served, "api_key_env": "not a name"})
+    assert bad_name.status_code == 422
+    assert bad_name.json()["errors"][0]["field"] == "teacher.api_key_env"
 
 
 def test_concurrent_submissions_with_one_key_make_one_job(

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+
 import httpx
+import pytest
 from api.factories import insert_samples, make_job, sample_row
 from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.db.models import FilterRun, FilterVerdict
 from service.db.session import transaction
+from service.settings import Settings
+from service.workers.runner import run_worker
+
+
+@pytest.fixture(autouse=True)
+def freeze_worker(cli_env: dict[str, str]) -> Iterator[None]:
+    """A worker that freezes the versions these tests create (`dataset create` waits for it)."""
+    settings = Settings(database_url=cli_env["HARDLABEL_DATABASE_URL"], poll_seconds=0.05)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(settings, ["freeze"]), kwargs={"stop": stop})
+    worker.start()
+    yield
+    stop.set()
+    worker.join(timeout=30)
 
 
 def hardlabel(*args: str) -> Result:
@@ -96,5 +115,13 @@ def test_rest_default_with_require_passed_freezes_the_passed_rows(cli_env: dict[
             "query": {"job_ids": [job_id], "require_passed": ["rest_default_check"]},
         },
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["row_counts"]["teacher"] == 4
+    assert response.status_code == 202, response.text
+    version = response.json()
+    deadline = time.monotonic() + 30
+    while version["status"] != "succeeded" and time.monotonic() < deadline:  # the worker freezes it
+        time.sleep(0.1)
+        version = httpx.get(
+            f"{cli_env['HARDLABEL_API_URL']}/v1/datasets/{version['id']}",
+            headers={"Authorization": f"Bearer {cli_env['HARDLABEL_TOKEN']}"},
+        ).json()
+    assert version["row_counts"]["teacher"] == 4

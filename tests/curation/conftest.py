@@ -160,3 +160,21 @@ def live_api(curation_settings: Settings) -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+def run_freeze_worker(settings: Settings) -> None:
+    """Run queued freeze tasks (dataset versions) to the end in this process (a real worker loop)."""
+    run_worker(settings, ["freeze"], exit_when_idle=True)
+
+
+def create_version(client: TestClient, headers: dict[str, str], **request: Any) -> Any:
+    """POST /v1/datasets (json=… or data=/files=…), let a worker freeze it, and return GET of the version.
+
+    A request the API refuses returns its response as is (422, 403, …).
+    """
+    response = client.post("/v1/datasets", headers=headers, **request)
+    if response.status_code != 202:
+        return response
+    assert response.json()["status"] == "queued", response.text
+    run_freeze_worker(client.app.state.settings)  # type: ignore[attr-defined]
+    return client.get(f"/v1/datasets/{response.json()['id']}", headers=headers)

@@ -92,20 +92,30 @@ def test_curation_workflow_through_the_cli(
 
     gt = tmp_path / "gt.jsonl"
     gt.write_text(json.dumps({"question": "What is 10 * 3?", "answer": "30"}) + "\n")
-    created = hardlabel(
-        "dataset",
-        "create",
-        "cli-set",
-        "--job",
-        str(job_id),
-        "--require-passed",
-        "verifier",
-        "--review-status",
-        "accepted_or_unreviewed_passed_all",
-        "--ground-truth",
-        str(gt),
-    )
+    stop.clear()  # `dataset create` waits for a worker to freeze the version
+    worker = threading.Thread(target=run_worker, args=(curation_settings, ["freeze"]), kwargs={"stop": stop})
+    worker.start()
+    try:
+        created = hardlabel(
+            "dataset",
+            "create",
+            "cli-set",
+            "--job",
+            str(job_id),
+            "--require-passed",
+            "verifier",
+            "--review-status",
+            "accepted_or_unreviewed_passed_all",
+            "--ground-truth",
+            str(gt),
+            "--interval",
+            "0.1",
+        )
+    finally:
+        stop.set()
+        worker.join(timeout=30)
     assert created.exit_code == 0, created.output
+    assert "rows (train" in created.output
     dataset_id = created.output.strip().splitlines()[-1]
     shown = json.loads(hardlabel("dataset", "show", dataset_id).output)
     assert shown["row_counts"]["teacher"] == 7

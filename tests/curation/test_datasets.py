@@ -4,16 +4,18 @@ ground-truth mixing at a ratio, validation and roles."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from curation.conftest import Caller, insert_samples, make_job, run_filter_worker, sample_row
-from service.db.models import DatasetRow
+from curation.conftest import Caller, create_version, insert_samples, make_job, run_filter_worker, sample_row
+from service.db.models import DatasetRow, Event, Task
 from service.db.session import transaction
 from service.settings import Settings
+from service.workers.runner import run_worker
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def curated(
 
 
 def create(client: TestClient, caller: Caller, body: dict[str, Any]) -> Any:
-    return client.post("/v1/datasets", json=body, headers=caller.headers)
+    """The version, once a worker has frozen it (or the API's refusal)."""
+    return create_version(client, caller.headers, json=body)
 
 
 def rows_of(database_url: str, dataset_id: int) -> list[tuple[int, str, str, int | None, str, str]]:
@@ -89,8 +92,10 @@ def test_version_copies_rows_with_lineage(
     query = {"job_ids": curated["jobs"], "require_passed": ["verifier"], "review_status": ["accepted"]}
     body = {"name": "arith", "query": query}
     response = create(client, admin, body)
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     version = response.json()
+    assert version["status"] == "succeeded"
+    assert version["rows_done"] == version["rows_total"] == 28
     # 40 samples, 8 wrong, 4 not accepted (of which none wrong: indices 18, 19 → 19 % 5 != 0, 18 % 5 != 0)
     assert version["row_counts"] == {"total": 28, "train": 28, "test": 0, "teacher": 28, "ground_truth": 0}
     assert version["version"] >= 1
@@ -205,13 +210,13 @@ def test_ground_truth_is_mixed_at_the_ratio(
     # The same records uploaded as JSONL (multipart) give the same version content.
     jsonl = "\n".join(json.dumps(r) for r in records).encode()
     spec = {**body, "ground_truth": {"ratio": 0.25}}
-    uploaded = client.post(
-        "/v1/datasets",
+    uploaded = create_version(
+        client,
+        admin.headers,
         data={"spec": json.dumps(spec)},
         files={"ground_truth": ("gt.jsonl", jsonl, "application/jsonl")},
-        headers=admin.headers,
     )
-    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.status_code == 200, uploaded.text
     assert uploaded.json()["digest"] == version["digest"]
     bad = client.post(
         "/v1/datasets",
@@ -258,3 +263,115 @@ def test_bad_requests_and_roles(
         == 422
     )
     assert client.get("/v1/datasets/987654321", headers=admin.headers).status_code == 404
+
+
+def test_a_version_is_queued_and_frozen_by_a_worker(
+    client: TestClient,
+    admin: Caller,
+    viewer: Caller,
+    curation_db_url: str,
+    curation_settings: Settings,
+    curated: dict[str, Any],
+) -> None:
+    """Issue #12.7: the request only queues the freeze (202); a `freeze` worker copies the rows."""
+    query = {"job_ids": curated["jobs"], "review_status": ["accepted"]}
+    response = client.post("/v1/datasets", json={"name": "queued", "query": query}, headers=admin.headers)
+    assert response.status_code == 202, response.text
+    queued = response.json()
+    assert (queued["status"], queued["rows_done"], queued["digest"]) == ("queued", 0, "")
+    assert rows_of(curation_db_url, queued["id"]) == []  # nothing copied inside the request
+    # Not frozen yet: no export, no card, no training run on it.
+    export = client.get(f"/v1/datasets/{queued['id']}/export", headers=viewer.headers)
+    assert export.status_code == 409, export.text
+    assert "not frozen" in export.json()["detail"]
+    training = client.post(
+        "/v1/training-runs",
+        json={"dataset_id": queued["id"], "student": {"model": "/no/student"}},
+        headers=admin.headers,
+    )
+    assert training.status_code == 422, training.text
+    assert training.json()["errors"][0]["field"] == "dataset_id"
+
+    run_worker(curation_settings, ["freeze"], exit_when_idle=True)
+    frozen = client.get(f"/v1/datasets/{queued['id']}", headers=viewer.headers).json()
+    assert frozen["status"] == "succeeded", frozen
+    assert frozen["rows_done"] == frozen["rows_total"] == frozen["row_counts"]["total"] == 36
+    assert len(frozen["digest"]) == 64
+    assert frozen["started_at"] is not None
+    assert frozen["finished_at"] is not None
+    assert len(rows_of(curation_db_url, queued["id"])) == 36
+    with transaction(curation_db_url) as session:
+        events = session.scalars(
+            select(Event.kind).where(Event.dataset_id == queued["id"]).order_by(Event.id)
+        ).all()
+    assert events == ["queued", "claimed", "frozen", "task_succeeded", "finished"]
+
+
+class _Killed(BaseException):
+    """Stands for the worker process dying mid-freeze (not an Exception: nothing handles it)."""
+
+
+def test_a_freeze_killed_mid_copy_is_redone_without_duplicating_rows(
+    client: TestClient,
+    admin: Caller,
+    viewer: Caller,
+    curation_db_url: str,
+    curation_settings: Settings,
+    curated: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #12.7: a worker dies after copying a chunk; another worker's redo stores each row once."""
+    from service.datasets import repository
+    from service.queue.claims import claim_tasks
+    from service.workers.context import TaskContext
+    from service.workers.freeze import run_freeze_task
+
+    query = {"job_ids": curated["jobs"], "review_status": ["accepted"]}
+    body = {"name": "killed", "query": query, "split": {"test_fraction": 0.25, "seed": 3}}
+    queued = client.post("/v1/datasets", json=body, headers=admin.headers).json()
+    with transaction(curation_db_url) as session:
+        [task] = claim_tasks(session, "doomed-worker", ["freeze"], 1, 30.0)
+    assert task.dataset_id == queued["id"]
+
+    copy = repository.copy_chosen_rows
+    seen_progress: list[dict[str, Any]] = []
+
+    def copy_then_die(session: Any, dataset_id: int, start: int, end: int, **kwargs: Any) -> None:
+        if start > 0:  # the first chunk was copied and its progress written: now the process dies
+            seen_progress.append(client.get(f"/v1/datasets/{dataset_id}", headers=viewer.headers).json())
+            raise _Killed
+        copy(session, dataset_id, start, end, **kwargs)
+
+    monkeypatch.setattr(repository, "COPY_CHUNK_ROWS", 10)
+    monkeypatch.setattr(repository, "copy_chosen_rows", copy_then_die)
+    doomed = TaskContext(
+        settings=curation_settings,
+        database_url=curation_db_url,
+        worker_id="doomed-worker",
+        task=task,
+        stop=threading.Event(),
+    )
+    with pytest.raises(_Killed):
+        run_freeze_task(doomed)
+    [mid] = seen_progress
+    assert (mid["status"], mid["rows_done"], mid["rows_total"]) == ("running", 10, 36)  # progress is visible
+    assert rows_of(curation_db_url, queued["id"]) == []  # the dead worker's chunk did not stay
+
+    monkeypatch.setattr(repository, "copy_chosen_rows", copy)
+    with transaction(curation_db_url) as session:  # its lease runs out; a live worker's reaper requeues it
+        session.execute(
+            text("UPDATE task SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
+            {"id": task.id},
+        )
+    run_worker(curation_settings, ["freeze"], exit_when_idle=True)
+    frozen = client.get(f"/v1/datasets/{queued['id']}", headers=viewer.headers).json()
+    assert frozen["status"] == "succeeded", frozen
+    rows = rows_of(curation_db_url, queued["id"])
+    assert [r[0] for r in rows] == list(range(36))
+    assert len({r[3] for r in rows}) == 36
+    assert frozen["row_counts"] == {"total": 36, "train": 27, "test": 9, "teacher": 36, "ground_truth": 0}
+    again = create(client, admin, body).json()  # an uninterrupted freeze of the same query: same content
+    assert again["digest"] == frozen["digest"]
+    with transaction(curation_db_url) as session:
+        attempts = session.scalar(select(Task.attempts).where(Task.id == task.id))
+    assert attempts == 2

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from curation.conftest import Caller, insert_samples, make_job, sample_row
+from curation.conftest import Caller, create_version, insert_samples, make_job, sample_row
 from service.cli import main as cli
 from service.db.models import DatasetRow
 from service.db.session import transaction
@@ -38,8 +38,8 @@ def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url
         "split": {"test_fraction": 0.25, "seed": 1},
         "ground_truth": {"records": [{"question": "What is 10 + 10?", "answer": "20", "system": SYSTEM}]},
     }
-    response = client.post("/v1/datasets", json=body, headers=admin.headers)
-    assert response.status_code == 201, response.text
+    response = create_version(client, admin.headers, json=body)
+    assert response.status_code == 200, response.text
     created = response.json()
     assert created["row_counts"] == {"total": 25, "train": 19, "test": 6, "teacher": 24, "ground_truth": 1}
     return dict(created)
@@ -255,8 +255,8 @@ def test_rows_stream_out_exactly_in_small_batches(
         "query": {"job_ids": [job_id]},
         "ground_truth": {"records": [{"question": "gt", "answer": "x", "system": 'a\n"system", too'}]},
     }
-    response = client.post("/v1/datasets", json=body, headers=admin.headers)
-    assert response.status_code == 201, response.text
+    response = create_version(client, admin.headers, json=body)
+    assert response.status_code == 200, response.text
     dataset_id = response.json()["id"]
     expected = expected_rows(curation_db_url, dataset_id, "train")
     assert len(expected) == len(texts) + 1

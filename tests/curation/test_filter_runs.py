@@ -251,7 +251,7 @@ def test_a_stopped_run_resumes_with_the_same_verdicts(
         (
             [{"type": "near_dup", "params": {"against_datasets": [987654]}}],
             "filters[0].near_dup.params.against_datasets",
-            "no such dataset version: 987654",
+            "no such frozen dataset version: 987654",
         ),
     ],
 )

@@ -94,11 +94,14 @@ def test_judge_pass_is_validated_at_submission(
     bad_teacher = submit(teacher={"model": "x", "engine": "nope"})
     assert bad_teacher.status_code == 422
     assert bad_teacher.json()["errors"][0]["field"] == "filters[0].judge_score.params.judge.teacher.engine"
-    secret = submit(
-        teacher={"model": "m", "engine": "openai", "base_url": "http://127.0.0.1:9", "api_key": "sk-1"}
-    )
+    served = {"model": "m", "engine": "openai", "base_url": "http://127.0.0.1:9"}
+    plain = submit(teacher={**served, "api_key": "sk-1"})
+    assert plain.status_code == 422
+    assert plain.json()["errors"][0]["field"] == "filters[0].judge_score.params.judge.teacher.api_key"
+    assert "sk-1" not in plain.text
+    secret = submit(teacher={**served, "api_key_env": "JUDGE_KEY"})
     assert secret.status_code == 202
-    assert secret.json()["filters"][0]["params"]["judge"]["teacher"]["api_key"] == "***"
+    assert secret.json()["filters"][0]["params"]["judge"]["teacher"]["api_key_env"] == "JUDGE_KEY"
     cancelled = client.post(f"/v1/filter-runs/{secret.json()['id']}/cancel", headers=admin.headers)
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from generator.engines import build_engine
-from generator.engines.base import GenerationRequest, SamplingSpec, TeacherConfig
+from generator.engines.base import GenerationRequest, SamplingSpec, TeacherConfig, TeacherSecretError
 from generator.engines.openai_engine import OpenAIEngine, TeacherUnavailableError, api_base_url
 from generator.pipeline import run_recipe
 from generator.recipe import load_recipe
@@ -225,7 +226,7 @@ def test_n_is_sent_as_seeded_requests_and_the_schema_as_response_format() -> Non
         SamplingSpec(n=3, seed=100, temperature=0.5, max_tokens=9, stop=["\n"], min_tokens=2),
         json_schema=schema,
     )
-    engine = mock_engine(handler, api_key="secret", extra_body={"repetition_penalty": 1.1})
+    engine = mock_engine(handler, extra_body={"repetition_penalty": 1.1})
     [result] = engine.generate([request])
     assert sorted(b["seed"] for b in bodies) == [100, 101, 102]
     assert [c.text for c in result.completions] == ["seed 100", "seed 101", "seed 102"]
@@ -243,15 +244,24 @@ def test_n_is_sent_as_seeded_requests_and_the_schema_as_response_format() -> Non
     assert asdict(result)["prompt_tokens"] == 5
 
 
-def test_auth_header_and_base_url_forms() -> None:
+def test_auth_header_and_base_url_forms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     headers: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         headers.append(request.headers.get("authorization"))
         return reply()
 
-    mock_engine(handler, api_key="k").generate(one_request())
-    assert headers == ["Bearer k"]
+    monkeypatch.setenv("TEACHER_KEY_FOR_TEST", "k")
+    mock_engine(handler, api_key_env="TEACHER_KEY_FOR_TEST").generate(one_request())
+    (tmp_path / "key").write_text(" f\n")
+    mock_engine(handler, api_key_file=str(tmp_path / "key")).generate(one_request())
+    assert headers == ["Bearer k", "Bearer f"]
+    monkeypatch.delenv("TEACHER_KEY_FOR_TEST")
+    with pytest.raises(TeacherSecretError, match="TEACHER_KEY_FOR_TEST is not set"):
+        mock_engine(handler, api_key_env="TEACHER_KEY_FOR_TEST")
+    with pytest.raises(ValueError, match="api_key_env"):
+        TeacherConfig(model="m", engine="openai", api_key="sk-plain")
+    assert "api_key" not in TeacherConfig(model="m", api_key_env="K").model_dump()
     assert api_base_url("http://h:1") == "http://h:1/v1/"
     assert api_base_url("http://h:1/v1") == "http://h:1/v1/"
     assert api_base_url("https://api.example.com/openai/v1/") == "https://api.example.com/openai/v1/"

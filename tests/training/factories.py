@@ -68,6 +68,7 @@ def make_version(
             lineage={"jobs": [{"id": job.id, "teacher": {"model": (teacher or {}).get("model")}}]},
             row_counts={"train": len(train), "test": len(test), "total": len(train) + len(test)},
             digest=uuid.uuid4().hex,
+            status="succeeded",
         )
         session.add(version)
         session.flush()

@@ -103,6 +103,13 @@ def base_url(ui_server: str) -> str:
     return ui_server
 
 
+def run_freeze_worker(database_url: str) -> None:
+    """Freeze the queued dataset versions (a real worker loop in this process, until none is left)."""
+    from service.workers.runner import run_worker
+
+    run_worker(Settings(database_url=database_url, poll_seconds=0.05), ["freeze"], exit_when_idle=True)
+
+
 @pytest.fixture(scope="session")
 def seeded(ui_database_url: str, ui_server: str) -> Seeded:
     """Jobs, samples, verdicts; a dataset version frozen through the API; a training run on it."""
@@ -121,8 +128,9 @@ def seeded(ui_database_url: str, ui_server: str) -> Seeded:
         },
         timeout=30,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     dataset_id = int(response.json()["id"])
+    run_freeze_worker(ui_database_url)
     run_id = seed_training_run(ui_database_url, dataset_id, teacher_model="/models/qwen-teacher")
     return Seeded(**{**seed.__dict__, "dataset_id": dataset_id, "training_run": run_id})
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
-from ui.conftest import api_ids, samples_url, screenshot
+from ui.conftest import api_ids, run_freeze_worker, samples_url, screenshot
 from ui.factories import Seeded
 
 
 def test_create_a_version_from_the_current_query_and_export_it(
-    admin_page: Page, seeded: Seeded, api: httpx.Client, tmp_path: Path
+    admin_page: Page, seeded: Seeded, api: httpx.Client, tmp_path: Path, ui_database_url: str
 ) -> None:
     page = admin_page
     job = seeded.arithmetic_job
@@ -67,6 +67,13 @@ def test_create_a_version_from_the_current_query_and_export_it(
     page.click("#confirm-ok")
     expect(page).to_have_url(re.compile(r"/ui/datasets/\d+$"))
     expect(page.locator("#version-title")).to_have_text("arithmetic-verified v1")
+    # A worker freezes it: the page shows it pending until then, and the version once it is done.
+    expect(page.locator("#version-status")).to_have_text("queued")
+    expect(page.locator("#version-progress-text")).to_contain_text("waiting for a worker")
+    expect(page.locator("#export-download")).to_be_disabled()
+    run_freeze_worker(ui_database_url)
+    expect(page.locator("#version-freeze")).to_be_hidden()
+    expect(page.locator("#export-download")).to_be_enabled()
 
     stored = api.get("/v1/datasets", params={"name": "arithmetic-verified"}).json()["items"]
     assert len(stored) == 1

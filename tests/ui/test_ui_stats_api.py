@@ -14,6 +14,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.stats import repository
 from service.stats import service as stats_service
+from ui.conftest import run_freeze_worker
 from ui.factories import Seeded
 
 
@@ -114,7 +115,9 @@ def test_count_gives_up_at_its_time_limit(client: TestClient, ui_database_url: s
         assert session.connection().exec_driver_sql("SHOW statement_timeout").scalar() == before
 
 
-def test_dataset_preview_matches_what_creation_freezes(client: TestClient, seeded: Seeded) -> None:
+def test_dataset_preview_matches_what_creation_freezes(
+    client: TestClient, seeded: Seeded, ui_database_url: str
+) -> None:
     body = {
         "name": "preview-check",
         "query": {
@@ -125,8 +128,10 @@ def test_dataset_preview_matches_what_creation_freezes(client: TestClient, seede
     }
     preview = client.post("/v1/stats/dataset-preview", json=body)
     assert preview.status_code == 200, preview.text
-    created = client.post("/v1/datasets", json=body)
-    assert created.status_code == 201, created.text
+    queued = client.post("/v1/datasets", json=body)
+    assert queued.status_code == 202, queued.text
+    run_freeze_worker(ui_database_url)
+    created = client.get(f"/v1/datasets/{queued.json()['id']}")
     counts = created.json()["row_counts"]
     assert preview.json() | {"by_job": None} == {
         "stage": "answer",

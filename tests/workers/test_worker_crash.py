@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from queue_factories import create_job, event_kinds, job_row, queue_settings
 from sqlalchemy import text
 from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats, spawn_cli_worker, wait_until
@@ -24,6 +27,11 @@ WORKER_SETTINGS = {
     "retry_backoff_seconds": 0,
     "log_level": "INFO",
 }
+# A stopping worker finishes its chunk (tiny here) and releases it, then stops its engine: seconds,
+# not the 12 s vLLM's default engine shutdown took (issue #12.11). Generous for a loaded machine.
+STOP_SECONDS = 8.0
+# After `kill -9` of a worker, its engine process notices (a pipe closes) and exits.
+ORPHAN_GRACE_SECONDS = 1.0
 
 
 def task_states(url: str, job_id: int) -> list[str]:
@@ -129,4 +137,69 @@ def test_a_worker_whose_teacher_ran_in_a_vllm_engine_process_exits(
             raise AssertionError(f"the worker did not exit:\n{log.read_text()[-3000:]}")
     assert process.returncode == 0, log.read_text()[-3000:]
     assert job_row(url, job_id).status == "succeeded"
+
     log.unlink()
+
+    # Issue #12.11: SIGTERM stops a worker holding a loaded engine promptly, engine process included;
+    # after `kill -9` of the worker its engine process follows it within a short grace.
+    log = ROOT / ".tmp" / f"engine-process-stop-{os.getpid()}.log"
+    log.unlink(missing_ok=True)
+    process, descendants = worker_holding_an_engine_process(url, tiny_teacher, log)
+    try:
+        asked = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        stop_seconds = time.monotonic() - asked
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"\nSIGTERM → exit: {stop_seconds:.1f}s; descendants {[p.pid for p in descendants]}")
+    assert process.returncode == 0, log.read_text()[-3000:]
+    assert live(descendants) == [], "no process of the worker outlives it"
+    assert stop_seconds < STOP_SECONDS, f"the worker took {stop_seconds:.1f}s to stop"
+
+    process, descendants = worker_holding_an_engine_process(url, tiny_teacher, log)
+    process.kill()
+    process.wait()
+    killed = time.monotonic()
+    while live(descendants) and time.monotonic() - killed < ORPHAN_GRACE_SECONDS:
+        time.sleep(0.05)
+    survivors = live(descendants)
+    for orphan in survivors:  # leave nothing running for the next test
+        orphan.kill()
+    assert survivors == [], f"{[p.pid for p in survivors]} outlived the killed worker"
+    log.unlink()
+
+
+def live(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running (a zombie has exited: only its parent's wait is missing)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def worker_holding_an_engine_process(
+    url: str, tiny_teacher: dict[str, Any], log: Path
+) -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+    """A worker (not exiting when idle) that ran a job on a vLLM engine process and keeps it loaded."""
+    job_id, _ = create_job(
+        url, items=2, shard_size=2, spec=generate_recipe(2, n=1, max_tokens=4), teacher=tiny_teacher
+    )
+    process = spawn_cli_worker(
+        url, log, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, exit_when_idle=False, **WORKER_SETTINGS
+    )
+    wait_until(
+        lambda: job_row(url, job_id).status == "succeeded" or process.poll() is not None,
+        timeout=240,
+        what="the job on the engine process",
+    )
+    assert process.poll() is None, log.read_text()[-3000:]
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    assert descendants, "vLLM runs its engine core in a child process"
+    return process, descendants

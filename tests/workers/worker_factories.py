@@ -71,7 +71,12 @@ def sample_stats(url: str, job_id: int) -> tuple[int, int]:
 
 
 def spawn_cli_worker(
-    url: str, log: Path, env_overrides: dict[str, str] | None = None, **settings: Any
+    url: str,
+    log: Path,
+    env_overrides: dict[str, str] | None = None,
+    *,
+    exit_when_idle: bool = True,
+    **settings: Any,
 ) -> subprocess.Popen[bytes]:
     """`hardlabel worker --kinds generate` as a subprocess on ``url`` (settings as HARDLABEL_* variables).
 
@@ -82,7 +87,13 @@ def spawn_cli_worker(
     hardlabel = Path(sys.executable).with_name("hardlabel")
     with log.open("ab") as output:
         return subprocess.Popen(
-            [str(hardlabel), "worker", "--kinds", "generate", "--exit-when-idle"],
+            [
+                str(hardlabel),
+                "worker",
+                "--kinds",
+                "generate",
+                *(["--exit-when-idle"] if exit_when_idle else []),
+            ],
             env=env,
             cwd=ROOT,
             stdout=output,

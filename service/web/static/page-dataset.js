@@ -1,8 +1,10 @@
 // One dataset version: row counts, digest, lineage, the query, exports, and its training runs.
 import { api, apiText, download, requireSession, showProblem, startPage } from "./api.js";
-import { $, badge, facts, h, num, replace, when } from "./dom.js";
+import { $, badge, facts, h, num, poll, progressBar, replace, when } from "./dom.js";
 
 const datasetId = Number(document.body.dataset.objectId);
+// A version is queued or running while a worker freezes it (copies its rows); then it is final.
+const FREEZING = new Set(["queued", "running"]);
 
 function lineage(version) {
   const l = version.lineage || {};
@@ -35,12 +37,35 @@ async function loadRuns() {
     : h("tr", {}, h("td", { class: "empty" }, "No training runs on this version yet.")));
 }
 
+function renderFreeze(version) {
+  const freezing = FREEZING.has(version.status);
+  $("#version-freeze").hidden = version.status === "succeeded";
+  replace($("#version-status"), badge(version.status));
+  const total = version.rows_total;
+  $("#version-progress-text").textContent = freezing
+    ? (total ? `freezing: ${num(version.rows_done)} of ${num(total)} rows copied` : "waiting for a worker to freeze it…")
+    : version.status === "failed" ? `the freeze failed: ${version.error || "unknown error"}` : "";
+  replace($("#version-progress"), freezing ? progressBar(total ? version.rows_done / total : 0, version.status) : []);
+  $("#export-download").disabled = version.status !== "succeeded";
+  $("#launch-training").hidden = version.status !== "succeeded";
+}
+
 startPage(async () => {
   await requireSession();
-  const version = await api(`/v1/datasets/${datasetId}`);
+  let version = await api(`/v1/datasets/${datasetId}`);
   const title = `${version.name} v${version.version}`;
   $("#version-title").textContent = title;
   document.title = `${title} · hardlabel`;
+  renderFreeze(version);
+  if (FREEZING.has(version.status)) {
+    await new Promise((resolve) => {
+      poll(async () => {
+        version = await api(`/v1/datasets/${datasetId}`);
+        renderFreeze(version);
+        if (!FREEZING.has(version.status)) resolve();
+      }, 1000, () => FREEZING.has(version.status));
+    });
+  }
   const counts = version.row_counts || {};
   facts($("#version-facts"), [
     ["Rows", num(counts.total)], ["Train", num(counts.train)], ["Test", num(counts.test)],

@@ -1,7 +1,7 @@
 // Curate: freeze a dataset version from a query (row count and split previewed before confirming),
 // and list versions with lineage and digest.
 import { api, hasRole, requireSession, showProblem, startPage } from "./api.js";
-import { $, h, num, replace, shortDigest, when } from "./dom.js";
+import { $, badge, h, num, replace, shortDigest, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 // Samples-query conditions a dataset query has no equivalent for (they are left out, and said so).
@@ -100,7 +100,7 @@ async function create() {
   const { result } = previewed;
   const ok = await confirmDialog(`Create “${body.name}” with ${num(result.rows)} rows?`,
     `${num(result.train)} train and ${num(result.test)} test rows from stage ${result.stage}. ` +
-    "The rows' text is copied now: later edits to the samples do not change this version.");
+    "A worker copies the rows' text now: later edits to the samples do not change this version.");
   if (!ok) return;
   const version = await api("/v1/datasets", { method: "POST", body });
   location.assign(`/ui/datasets/${version.id}`);
@@ -110,7 +110,8 @@ function versionRow(version) {
   const counts = version.row_counts || {};
   const jobs = (version.query?.query?.job_ids || []);
   return h("tr", { dataset: { datasetId: version.id } },
-    h("td", {}, h("a", { href: `/ui/datasets/${version.id}` }, `${version.name} v${version.version}`)),
+    h("td", {}, h("a", { href: `/ui/datasets/${version.id}` }, `${version.name} v${version.version}`),
+      version.status === "succeeded" ? "" : [" ", badge(version.status)]),
     h("td", { class: "num" }, num(counts.total)),
     h("td", { class: "num" }, `${num(counts.train)} / ${num(counts.test)}`),
     h("td", {}, jobs.map((id, i) => [i ? ", " : "", h("a", { href: `/ui/jobs/${id}` }, `#${id}`)])),
