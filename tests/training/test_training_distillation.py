@@ -41,7 +41,8 @@ from service.settings import Settings
 from service.workers.runner import run_worker
 from training.factories import events, vllm_teacher
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # a guard only: the test is bounded by steps and items
+# The timeout is a guard only: the test is bounded by steps and items.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".tmp" / "distill-teacher"

