@@ -182,6 +182,7 @@ def test_student_trained_on_the_teachers_verified_answers_reaches_90_percent_of_
             "student": {"from_scratch": STUDENT_SHAPES},
             "hyperparameters": hyperparameters,
             "evaluation": {
+                "during_training": {"enabled": False},  # the demo's fixed schedule, scored at the end
                 "eval_set": {"path": str(eval_set), "system_field": "system"},
                 "scorer": plan.scorer,
                 "max_new_tokens": plan.max_new_tokens,
