@@ -4,6 +4,8 @@
 (U+D800–U+DFFF, which JSON's `\\ud800` escapes produce). Such input is a 422 naming the field,
 never a database or encoding error (a 500). The app applies `storable_text_problem` to every
 string a request brings (service/dependencies.py); `StoredText` states it in schemas as well.
+Text a teacher wrote is kept rather than refused: `with_unstorable_replaced` swaps each such
+character for U+FFFD (service/workers/sample_store.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 NUL = "\x00"
+REPLACEMENT = "\ufffd"
 # In a Python str from JSON a valid pair is already one code point: any surrogate left is lone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -34,6 +37,13 @@ def storable_text(value: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+def with_unstorable_replaced(value: str) -> str:
+    """`value` with each NUL and lone surrogate replaced by U+FFFD; everything else kept as is."""
+    if NUL in value:
+        value = value.replace(NUL, REPLACEMENT)
+    return _SURROGATE.sub(REPLACEMENT, value)
 
 
 def storable_anywhere(value: Any) -> Any:

@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from generator.samples import GeneratedSample
+from service.filters.stored_text import with_unstorable_replaced
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,9 @@ def sample_rows(job_id: int, samples: Sequence[GeneratedSample]) -> list[SampleR
             stage=s.stage,
             sample_index=s.sample_index,
             parent_sample_index=s.parent_sample_index,
-            question=_no_nul(s.question),
-            answer=None if s.answer is None else _no_nul(s.answer),
-            raw_text=_no_nul(s.raw_text),
+            question=with_unstorable_replaced(s.question),
+            answer=None if s.answer is None else with_unstorable_replaced(s.answer),
+            raw_text=with_unstorable_replaced(s.raw_text),
             parsed=s.parsed if s.parse_ok else None,
             parse_status="ok" if s.parse_ok else "failed",
             parse_error=s.parse_error,
@@ -108,15 +109,11 @@ def row_parameters(row: SampleRow) -> dict[str, Any]:
     return values
 
 
-def _no_nul(value: str) -> str:
-    # Postgres text cannot hold NUL; a teacher can emit one. Keep everything else byte for byte.
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
 # An escaped NUL (\u0000) not preceded by an escaping backslash: Postgres jsonb refuses it.
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _json_dumps(value: Any) -> str:
-    dumped = json.dumps(value, ensure_ascii=False)
+    # ensure_ascii=False leaves a lone surrogate as the character itself, which UTF-8 cannot encode.
+    dumped = with_unstorable_replaced(json.dumps(value, ensure_ascii=False))
     return _JSON_NUL.sub(r"\1\\ufffd", dumped) if "\\u0000" in dumped else dumped

@@ -96,12 +96,12 @@ def test_a_redone_chunk_writes_nothing_twice(clean_queue: str) -> None:
             parent_sample_index=None,
             question=f"q{i}",
             answer=None if i == 1 else f"a{i}",
-            raw_text=f"raw\x00{i}",
+            raw_text=f"raw\x00{i}\ud800",
             parsed=None if i == 1 else f"a{i}",
             parse_ok=i != 1,
             parse_error="not a number" if i == 1 else None,
             inputs={"a": i},
-            provenance={"note": "nul \x00 inside json"},
+            provenance={"note": "nul \x00 inside json", "lone": "\udc00"},
         )
         for i in range(2)
     ]
@@ -126,8 +126,9 @@ def test_a_redone_chunk_writes_nothing_twice(clean_queue: str) -> None:
             {"j": job_id},
         ).one()
     assert failed[:4] == ("failed", "not a number", True, None)
-    assert failed[4] == "raw\ufffd1"  # Postgres text cannot hold NUL
-    assert failed[5] == {"note": "nul \ufffd inside json"}
+    # Postgres text cannot hold NUL, UTF-8 no lone surrogate (an OpenAI-compatible server can send one)
+    assert failed[4] == "raw\ufffd1\ufffd"
+    assert failed[5] == {"note": "nul \ufffd inside json", "lone": "\ufffd"}
 
 
 def test_a_teacher_that_cannot_load_fails_the_job_at_once(
