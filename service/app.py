@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.datasets.routes import router as datasets_router
 from service.db.session import session_factory
-from service.dependencies import Viewer, storable_request_text
+from service.dependencies import role, storable_request_text
 from service.errors import (
     ServiceUnavailableError,
     document_problems,
@@ -155,10 +155,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ) from exc
         return Health(status="ok")
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics(_: Viewer) -> PlainTextResponse:
+    def metrics() -> PlainTextResponse:
         """Prometheus metrics (text exposition format), computed at scrape time."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # A viewer token, unless HARDLABEL_METRICS_PUBLIC opens it to scrapers that carry none.
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        tags=["health"],
+        response_class=PlainTextResponse,
+        dependencies=[] if settings.metrics_public else [Depends(role("viewer"))],
+    )
 
     app.include_router(recipes_router, prefix=API_PREFIX)
     app.include_router(jobs_router, prefix=API_PREFIX)

@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="URL printed for users (defaults to http://host:port)."
     )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve `/metrics` on the API port without a bearer token (for Prometheus scrapers, "
+        "which rarely carry one; it holds counts, ages and worker host names, never secrets or sample "
+        "text). Off: it needs a viewer token, like every other route.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also serve the Prometheus metrics without a token on this port (same address as "
+        "the API), from `hardlabel serve` and `hardlabel up`; keep it reachable only by the scraper. "
+        "Unset: metrics only at `/metrics` on the API port.",
+    )
     max_request_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest request body the API accepts."
     )

@@ -86,6 +86,32 @@ def build_server(settings: Settings) -> uvicorn.Server:
     return ApiServer(config)
 
 
+@contextlib.contextmanager
+def metrics_port(server: uvicorn.Server, host: str, port: int | None) -> Iterator[str | None]:
+    """With HARDLABEL_METRICS_PORT: the API's metrics registry, served without a token on that port
+    while the block runs (yields its URL; None when no port is set). A busy port is a CliError."""
+    if port is None:
+        yield None
+        return
+    from fastapi import FastAPI
+
+    from service.metrics import start_metrics_server
+
+    app = server.config.app
+    assert isinstance(app, FastAPI)
+    try:
+        httpd, _ = start_metrics_server(app.state.metrics_registry, host, port)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    bound = httpd.server_address[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    try:
+        yield f"http://{shown}:{bound}/metrics"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def run_server(server: uvicorn.Server, sock: socket.socket) -> None:
     """Serve until SIGINT/SIGTERM; a failed start-up (e.g. database gone) is a CliError."""
     server.run(sockets=[sock])
@@ -100,10 +126,14 @@ def run_server(server: uvicorn.Server, sock: socket.socket) -> None:
 )
 def serve(host: str | None, port: int | None) -> None:
     """Run the REST API (starts the embedded Postgres when HARDLABEL_DATABASE_URL is unset)."""
-    settings = resolve_database(get_settings())
+    settings = resolve_database(get_settings(), command=None)
     sock = bind_socket(host or settings.host, settings.port if port is None else port)
     click.echo(f"hardlabel API on {public_url(settings, sock)} (docs at /docs)", err=True)
-    run_server(build_server(settings), sock)
+    server = build_server(settings)
+    with metrics_port(server, host or settings.host, settings.metrics_port) as metrics_url:
+        if metrics_url:
+            click.echo(f"metrics (no token) on {metrics_url}", err=True)
+        run_server(server, sock)
 
 
 class WorkerSupervisor:
@@ -205,7 +235,7 @@ def first_admin_token(settings: Settings) -> str | None:
 @click.option("--no-worker", is_flag=True, help="Run only the database and the API.")
 def up(host: str | None, port: int | None, no_worker: bool) -> None:
     """Database + API + one worker for every task kind, in one command (Ctrl-C stops everything)."""
-    settings = resolve_database(get_settings())
+    settings = resolve_database(get_settings(), command=None)
     sock = bind_socket(host or settings.host, settings.port if port is None else port)
     url = public_url(settings, sock)
     secret = first_admin_token(settings)
@@ -221,9 +251,12 @@ def up(host: str | None, port: int | None, no_worker: bool) -> None:
     server = build_server(settings)
     supervisor = None if no_worker else WorkerSupervisor(settings)
     try:
-        if supervisor is not None:
-            supervisor.start()
-        run_server(server, sock)
+        with metrics_port(server, host or settings.host, settings.metrics_port) as metrics_url:
+            if metrics_url:
+                click.echo(f"metrics (no token) on {metrics_url}", err=True)
+            if supervisor is not None:
+                supervisor.start()
+            run_server(server, sock)
     finally:
         if supervisor is not None:
             click.echo("stopping the worker (it finishes its current chunk)…", err=True)
