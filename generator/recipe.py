@@ -340,17 +340,30 @@ def _location(loc: Sequence[int | str]) -> str:
 _RELATIVE_PATH = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
 
+# A line stays readable: this many problems are spelled out, the rest counted.
+_PROBLEMS_SHOWN = 5
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """One line for the first problem in a pydantic error: "stages[1].sampling.temperature: must be >= 0"."""
-    problems = error.errors()
-    first = problems[0]
-    path = _location(first["loc"])
-    kind = first["type"]
-    ctx = first.get("ctx") or {}
+    """One line naming every problem in a pydantic error, unknown keys first (a typo'd key is
+    usually why a required one is "missing"): "stages[0].mesages: unknown key (did you mean
+    'messages'?); stages[0].messages: required"."""
+    problems = sorted(error.errors(), key=lambda problem: problem["type"] != "extra_forbidden")
+    shown = [_describe_problem(error, problem) for problem in problems[:_PROBLEMS_SHOWN]]
+    more = len(problems) - len(shown)
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return "; ".join(shown) + suffix
+
+
+def _describe_problem(error: ValidationError, problem: Any) -> str:
+    """`path: reason` for one problem of `error`."""
+    path = _location(problem["loc"])
+    kind = problem["type"]
+    ctx = problem.get("ctx") or {}
     reason: str
     if kind == "extra_forbidden":
-        key = str(first["loc"][-1])
-        known = _known_keys(error, first["loc"][:-1])
+        key = str(problem["loc"][-1])
+        known = _known_keys(error, problem["loc"][:-1])
         reason = "unknown key" + _suggestion(key, known)
     elif kind == "missing":
         reason = "required"
@@ -370,7 +383,7 @@ def describe_validation_error(error: ValidationError) -> str:
         reason = f"'{given}' is not one of " if given else "required, one of "
         reason += ", ".join(PARSER_TYPES)
     elif kind == "value_error":
-        message = str(ctx.get("error", first["msg"]))
+        message = str(ctx.get("error", problem["msg"]))
         relative = _RELATIVE_PATH.match(message)
         if relative:
             inner, reason = relative.groups()
@@ -378,11 +391,9 @@ def describe_validation_error(error: ValidationError) -> str:
         else:
             reason = message
     else:
-        message = first["msg"]
+        message = problem["msg"]
         reason = message[0].lower() + message[1:]
-    more = len(problems) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{path or 'recipe'}: {reason}{suffix}"
+    return f"{path or 'recipe'}: {reason}"
 
 
 def _known_keys(error: ValidationError, parent: Sequence[int | str]) -> list[str]:

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # Tag-style URIs: stable identifiers of the problem kinds, not pages to fetch.
 TYPE_PREFIX = "urn:hardlabel:problem:"
+_PYDANTIC_VALUE_ERROR_PREFIX = "Value error, "
 REQUEST_LOCATIONS = ("body", "query", "path", "header", "cookie")
 # pydantic puts the tag of a discriminated union into error locations; tags made with union_tag()
 # are dropped, so a field path names only keys the client wrote.
@@ -224,6 +225,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     for error in exc.errors():
         loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
         msg = str(error.get("msg", "invalid value"))
+        # A validator's own words, without the "Value error, " pydantic puts before them.
+        msg = msg.removeprefix(_PYDANTIC_VALUE_ERROR_PREFIX) if error.get("type") == "value_error" else msg
         out.append(field_error(loc, msg, type=str(error.get("type", "value_error"))))
     return out
 

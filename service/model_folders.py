@@ -7,15 +7,16 @@ weight files. They catch the mistakes a person makes when typing a path; loading
 still the worker's proof.
 
 Path or hub id: a name is a local path when it is absolute, starts with "." or "~", ends with
-".gguf", or exists on disk (relative to the API process's folder). Anything else, e.g.
-"HuggingFaceTB/SmolLM2-135M-Instruct", is a hub id and is left to the worker, where a hub may be
-reachable.
+".gguf", exists on disk (relative to the API process's folder), or cannot be a hub id (which is
+"name" or "namespace/name", e.g. "HuggingFaceTB/SmolLM2-135M-Instruct"; "models/smollm2/v2" is a
+path). A hub id is left to the worker, where a hub may be reachable.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ TOKENIZER_FILES = (
     "tekken.json",
 )
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.safetensors.index.json")
+# The form of a hub repository id (huggingface_hub's rule, without its length limit).
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # Engine options under which the folder's own tokenizer or weights are not what gets used.
 TOKENIZER_OVERRIDES = ("tokenizer",)
 DUMMY_LOAD_FORMATS = ("dummy",)
@@ -39,6 +42,8 @@ DUMMY_LOAD_FORMATS = ("dummy",)
 def is_local_path(model: str) -> bool:
     """Whether `model` names a path on disk rather than a hub id (see the module docstring)."""
     if Path(model).is_absolute() or model.startswith((".", "~")) or model.lower().endswith(GGUF_SUFFIX):
+        return True
+    if not HUB_ID.match(model) or "--" in model or ".." in model:
         return True
     try:
         return Path(model).expanduser().exists()

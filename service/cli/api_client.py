@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -94,10 +95,7 @@ class ApiClient:
                 f"cannot reach the API at {self.base_url}: {reason} "
                 "(is `hardlabel up` or `hardlabel serve` running?)"
             ) from exc
-        if response.status_code == 401:
-            raise CliError(f"the API refused the token: {describe_problem(response)}")
-        if response.status_code >= 400:
-            raise CliError(describe_problem(response))
+        _raise_for_problem(response)
         return response
 
     def get(self, path: str, **params: Any) -> Any:
@@ -105,3 +103,41 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None) -> Any:
         return self.request("POST", path, json=body, headers=headers).json()
+
+    def download(
+        self,
+        path: str,
+        dest: Path,
+        *,
+        params: dict[str, Any] | None = None,
+        on_start: Callable[[int | None], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> httpx.Headers:
+        """Stream a response body into `dest`; returns its headers. `on_start(total_bytes or None)`
+        runs when the headers arrive, `on_bytes(n)` per chunk written."""
+        # The server may take minutes to build a large export before its first byte: no read timeout.
+        timeout = httpx.Timeout(self._client.timeout.connect, read=None)
+        try:
+            with self._client.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_problem(response)
+                length = response.headers.get("content-length")
+                if on_start is not None:
+                    on_start(int(length) if length and length.isdigit() else None)
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+                return response.headers
+        except httpx.TransportError as exc:
+            reason = str(exc) or exc.__class__.__name__
+            raise CliError(f"download from {self.base_url} broke off: {reason}") from exc
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code == 401:
+        raise CliError(f"the API refused the token: {describe_problem(response)}")
+    if response.status_code >= 400:
+        raise CliError(describe_problem(response))

@@ -6,19 +6,17 @@ Each command is a thin client of a /v1 route, so the CLI shows exactly what the 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
-
-FINISHED = ("succeeded", "failed", "cancelled")
+from service.cli.display import count_bar, follow
+from service.cli.filter_types import filter_types_help
 
 
 def parse_filter(option: str) -> dict[str, Any]:
@@ -56,42 +54,29 @@ def parse_filter(option: str) -> dict[str, Any]:
 
 
 def follow_run(client: ApiClient, run: dict[str, Any], console: Console, interval: float) -> dict[str, Any]:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"filter run {run['id']}", total=run["progress"]["items_total"] or None)
-        while run["status"] not in FINISHED:
-            time.sleep(interval)
-            run = client.get(f"/v1/filter-runs/{run['id']}")
-            progress.update(
-                task, completed=run["progress"]["items_done"], total=run["progress"]["items_total"]
-            )
-    return run
+    """Poll a filter run until it has finished, with a bar of the samples judged."""
+    with count_bar(console) as progress:
+        bar = progress.add_task(f"filter run {run['id']}", total=run["progress"]["items_total"] or None)
+
+        def show(run: dict[str, Any]) -> None:
+            p = run["progress"]
+            progress.update(bar, completed=p["items_done"], total=p["items_total"])
+
+        return follow(run, lambda: client.get(f"/v1/filter-runs/{run['id']}"), show, interval)
 
 
 def follow_freeze(
     client: ApiClient, version: dict[str, Any], console: Console, interval: float
 ) -> dict[str, Any]:
     """Poll a queued version until its freeze task has finished, with a bar of the rows copied."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task(
-            f"freezing {version['name']} v{version['version']}", total=version["rows_total"]
-        )
-        while version["status"] not in FINISHED:
-            time.sleep(interval)
-            version = client.get(f"/v1/datasets/{version['id']}")
+    with count_bar(console) as progress:
+        description = f"freezing {version['name']} v{version['version']}"
+        bar = progress.add_task(description, total=version["rows_total"])
+
+        def show(version: dict[str, Any]) -> None:
             progress.update(bar, completed=version["rows_done"], total=version["rows_total"])
-    return version
+
+        return follow(version, lambda: client.get(f"/v1/datasets/{version['id']}"), show, interval)
 
 
 def print_counts(console: Console, run: dict[str, Any]) -> None:
@@ -101,10 +86,15 @@ def print_counts(console: Console, run: dict[str, Any]) -> None:
     console.print(table)
 
 
-@click.command("filter")
+@click.command("filter", epilog=filter_types_help())
 @click.argument("job_ids", nargs=-1, required=True, type=click.IntRange(min=1))
 @click.option(
-    "--filter", "filters", multiple=True, required=True, help="TYPE[:key=value,...] or JSON; repeat."
+    "--filter",
+    "filters",
+    multiple=True,
+    required=True,
+    help="TYPE[:key=value,...] (the types are listed below) or a JSON object "
+    '{"type": ..., "name": ..., "params": {...}}; repeat for several.',
 )
 @click.option("--stage", default=None, help="Recipe stage (default: the jobs' answer stage).")
 @click.option("--follow/--no-follow", default=True, show_default=True, help="Show progress until it ends.")
@@ -138,9 +128,9 @@ def filter_command(
 
 @click.command("review")
 @click.argument("sample_id", type=click.IntRange(min=1))
-@click.option("--accept", "action", flag_value="accept", help="Accept the sample.")
-@click.option("--reject", "action", flag_value="reject", help="Reject the sample.")
-@click.option("--reset", "action", flag_value="reset", help="Back to pending.")
+@click.option("--accept", is_flag=True, help="Accept the sample.")
+@click.option("--reject", is_flag=True, help="Reject the sample.")
+@click.option("--reset", is_flag=True, help="Back to pending.")
 @click.option("--question", default=None, help="New question text (kept as a revision).")
 @click.option("--answer", default=None, help="New answer text (kept as a revision).")
 @click.option("--tag", "tags_add", multiple=True, help="Add a tag; repeat.")
@@ -149,7 +139,9 @@ def filter_command(
 @api_options
 def review(
     sample_id: int,
-    action: str | None,
+    accept: bool,
+    reject: bool,
+    reset: bool,
     question: str | None,
     answer: str | None,
     tags_add: tuple[str, ...],
@@ -159,10 +151,22 @@ def review(
     token: str | None,
 ) -> None:
     """Review one sample: accept / reject / reset, edit, tag, note; prints the result."""
+    actions = [name for name, given in (("accept", accept), ("reject", reject), ("reset", reset)) if given]
+    if len(actions) > 1:
+        raise CliError(f"--{actions[0]} and --{actions[1]} cannot be combined: give one of them")
+    both = sorted(set(tags_add) & set(tags_remove))
+    if both:
+        raise CliError(f"--tag and --untag both name {', '.join(both)}: give each tag once")
     body: dict[str, Any] = {"tags_add": list(tags_add), "tags_remove": list(tags_remove)}
+    action = actions[0] if actions else None
     for key, value in (("action", action), ("question", question), ("answer", answer), ("note", note)):
         if value is not None:
             body[key] = value
+    if body == {"tags_add": [], "tags_remove": []}:
+        raise CliError(
+            "nothing to do: give --accept, --reject or --reset, an edit (--question, --answer), "
+            "--tag/--untag or --note"
+        )
     with ApiClient(api_url, token) as client:
         sample = client.request("PATCH", f"/v1/samples/{sample_id}", json=body).json()
     verdicts = ", ".join(f"{v['filter_name']} {'✓' if v['passed'] else '✗'}" for v in sample["verdicts"])
@@ -180,7 +184,14 @@ def dataset() -> None:
 
 @dataset.command("create")
 @click.argument("name")
-@click.option("--job", "job_ids", multiple=True, required=True, type=click.IntRange(min=1), help="Repeat.")
+@click.option(
+    "--job",
+    "job_ids",
+    multiple=True,
+    required=True,
+    type=click.IntRange(min=1),
+    help="A generation job whose samples the version draws from; repeat for several jobs.",
+)
 @click.option("--stage", default=None, help="Default: the jobs' answer stage.")
 @click.option("--require-passed", multiple=True, help="A filter every row must have passed; repeat.")
 @click.option(
@@ -191,16 +202,37 @@ def dataset() -> None:
     "judged and none failed (never rejected ones). Or repeat statuses, e.g. --review-status accepted.",
 )
 @click.option("--tag", "tags", multiple=True, help="A tag every row must carry; repeat.")
-@click.option("--limit", type=click.IntRange(min=1), default=None)
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="At most this many samples (the lowest sample ids that match); default all.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Share of samples held out as the test split, chosen by a hash of --seed and the sample id "
+    "(the same seed and samples give the same split); default none.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Split seed.")
-@click.option("--stratify-by-job", is_flag=True)
+@click.option(
+    "--stratify-by-job",
+    is_flag=True,
+    help="Hold out --test-fraction of each job's rows, so every job is in both splits.",
+)
 @click.option(
     "--ground-truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSONL of {question, answer, system?} to mix in.",
+    help="JSONL of {question, answer, system?} records to mix into the train split.",
 )
-@click.option("--ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None)
+@click.option(
+    "--ratio",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="With --ground-truth: the share of the train split that is ground truth (e.g. 0.2: one row "
+    "in five; fewer when the file has too few records); default: every record is added.",
+)
 @click.option("--system", default=None, help="System prompt stored with every teacher row.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between polls.")
 @api_options

@@ -1,20 +1,28 @@
 """`hardlabel export DATASET_ID`: write a frozen dataset version to a local folder, with a card.
 
-Reads the database directly (HARDLABEL_DATABASE_URL, or the embedded Postgres), streaming rows in
-bounded memory; the folder loads with `datasets.load_dataset(DIR)` (jsonl, parquet) or
+Over the API when one is configured (`--api-url`/HARDLABEL_API_URL or `--token`/HARDLABEL_TOKEN):
+the server writes the export and sends it as one tar, which is unpacked into the folder, so a
+teammate needs no database access. With `--database`, or when no API is configured, it reads the
+database directly (HARDLABEL_DATABASE_URL, or the embedded Postgres), streaming rows in bounded
+memory. Either way the folder loads with `datasets.load_dataset(DIR)` (jsonl, parquet) or
 `datasets.load_from_disk(DIR)` (hf).
 """
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from service.cli import CliError
+from service.cli.api_client import ApiClient, api_options
 from service.cli.database import resolve_database
+from service.cli.display import count_bar
 from service.datasets.export.containers import CONTAINERS
 from service.datasets.export.formats import FORMATS
 from service.settings import get_settings
@@ -41,15 +49,100 @@ LOAD_HINT = {
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder."
 )
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
-def export(dataset_id: int, fmt: str, container: str, out_dir: Path, force: bool) -> None:
+@click.option(
+    "--database",
+    "direct",
+    is_flag=True,
+    help="Read the database directly (HARDLABEL_DATABASE_URL, or the embedded one) instead of the API. "
+    "The default when neither an API URL nor a token is set.",
+)
+@api_options
+def export(
+    dataset_id: int,
+    fmt: str,
+    container: str,
+    out_dir: Path,
+    force: bool,
+    direct: bool,
+    api_url: str | None,
+    token: str | None,
+) -> None:
     """Export a dataset version (every split) to a folder, with a README.md dataset card."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise CliError(f"{out_dir} exists and is not empty (use --force to write into it)")
+    console = Console(stderr=True)
+    if direct or not (api_url or token):
+        splits, name = _export_from_database(dataset_id, fmt, container, out_dir, console)
+    else:
+        splits, name = _export_over_api(api_url, token, dataset_id, fmt, container, out_dir, console)
+    rows = ", ".join(f"{split} {n:,}" for split, n in splits.items())
+    console.print(f"wrote {name} ({rows}) as {fmt}/{container} to {out_dir}")
+    console.print(f"load it with {LOAD_HINT[container].format(dir=str(out_dir))}")
+    click.echo(str(out_dir))
+
+
+def _export_over_api(
+    api_url: str | None,
+    token: str | None,
+    dataset_id: int,
+    fmt: str,
+    container: str,
+    out_dir: Path,
+    console: Console,
+) -> tuple[dict[str, int], str]:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with ApiClient(api_url, token) as client:
+        version = client.get(f"/v1/datasets/{dataset_id}")
+        if version["status"] != "succeeded":
+            raise CliError(f"dataset version {dataset_id} is not frozen ({version['status']}): wait for it")
+        name = f"{version['name']} v{version['version']}"
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".hardlabel-export-", dir=out_dir.parent) as scratch:
+            archive = Path(scratch) / "export.tar"
+            with Progress(*columns, console=console) as progress:
+                bar = progress.add_task(f"{name}: the server is writing the export", total=None)
+                client.download(
+                    f"/v1/datasets/{dataset_id}/export",
+                    archive,
+                    params={"format": fmt, "container": container, "split": "all"},
+                    on_start=lambda total: progress.update(
+                        bar, description=f"{name}: downloading", total=total
+                    ),
+                    on_bytes=lambda n: progress.advance(bar, n),
+                )
+            _unpack_single_folder(archive, Path(scratch) / "unpacked", out_dir)
+    counts = version["row_counts"]
+    return {split: int(counts[split]) for split in ("train", "test") if counts.get(split)}, name
+
+
+def _unpack_single_folder(archive: Path, scratch: Path, out_dir: Path) -> None:
+    """Move the one folder the tar holds into `out_dir`, file by file (it may exist, with --force)."""
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(scratch, filter="data")  # refuses links out of scratch, absolute paths
+    except (tarfile.TarError, OSError) as exc:
+        raise CliError(f"the API sent an export that cannot be unpacked: {exc}") from exc
+    entries = list(scratch.iterdir())
+    if len(entries) != 1 or not entries[0].is_dir():
+        raise CliError("the API sent an export that is not one folder")
+    top = entries[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in top.iterdir():
+        target = out_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        shutil.move(str(item), str(target))
+
+
+def _export_from_database(
+    dataset_id: int, fmt: str, container: str, out_dir: Path, console: Console
+) -> tuple[dict[str, int], str]:
+    from service.datasets.export.folder import export_to_folder
     from service.datasets.service import manifest_of
     from service.db.models import DatasetVersion
     from service.db.session import get_engine, transaction
 
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise CliError(f"{out_dir} exists and is not empty (use --force to write into it)")
-    url = resolve_database(get_settings()).database_url
+    url = resolve_database(get_settings(), command="export --database").database_url
     assert url is not None
     with transaction(url) as session:
         version = session.get(DatasetVersion, dataset_id)
@@ -58,33 +151,16 @@ def export(dataset_id: int, fmt: str, container: str, out_dir: Path, force: bool
         if version.status != "succeeded":
             raise CliError(f"dataset version {dataset_id} is not frozen ({version.status}): wait for it")
         manifest = manifest_of(version)
-    from service.datasets.export.folder import export_to_folder
-
-    total = int(manifest.row_counts.get("total", 0))
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"{manifest.name} v{manifest.version}", total=total)
+    name = f"{manifest.name} v{manifest.version}"
+    with count_bar(console) as progress:
+        bar = progress.add_task(name, total=int(manifest.row_counts.get("total", 0)))
         try:
             splits = export_to_folder(
-                get_engine(url),
-                manifest,
-                fmt,
-                container,
-                out_dir,
-                on_rows=lambda n: progress.advance(task, n),
+                get_engine(url), manifest, fmt, container, out_dir, on_rows=lambda n: progress.advance(bar, n)
             )
         except OSError as exc:
             raise CliError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
-    rows = ", ".join(f"{split} {n:,}" for split, n in splits.items())
-    console.print(f"wrote {manifest.name} v{manifest.version} ({rows}) as {fmt}/{container} to {out_dir}")
-    console.print(f"load it with {LOAD_HINT[container].format(dir=str(out_dir))}")
-    click.echo(str(out_dir))
+    return splits, name
 
 
 commands: list[click.Command] = [export]

@@ -6,12 +6,14 @@ vLLM only when the engine starts, so `hardlabel --help` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -25,6 +27,11 @@ from rich.progress import (
 )
 
 from service.cli import CliError
+from service.cli.engine_logs import EngineLog
+
+if TYPE_CHECKING:
+    from generator.engines import TeacherConfig
+    from generator.recipe import Recipe
 
 
 @click.command("generate")
@@ -58,6 +65,7 @@ from service.cli import CliError
     default=None,
     help="Skip torch.compile/CUDA graphs (default: on without a GPU, where compiling costs more).",
 )
+@click.option("--engine-logs", is_flag=True, help="Print the engine's logs here instead of into a log file.")
 def generate_command(
     recipe_path: Path,
     teacher: str,
@@ -70,10 +78,14 @@ def generate_command(
     max_model_len: int | None,
     dtype: str,
     enforce_eager: bool | None,
+    engine_logs: bool,
 ) -> None:
-    """Generate teacher samples from RECIPE (YAML/JSON) and write them as JSON lines."""
-    from generator.engines import TeacherConfig, build_engine
-    from generator.pipeline import run_recipe
+    """Generate teacher samples from RECIPE (YAML/JSON) and write them as JSON lines.
+
+    The engine's own logs go to a file under HARDLABEL_HOME/logs (its last lines are shown when
+    something fails); --engine-logs prints them here instead.
+    """
+    from generator.engines import TeacherConfig
     from generator.recipe import RecipeError, load_recipe, validate_recipe
     from generator.seeds import load_seed_rows
     from generator.templates import TemplateError
@@ -89,9 +101,13 @@ def generate_command(
         rows = rows[:limit]
     if engine == "openai" and not base_url:
         raise CliError("--base-url is required with --engine openai")
-    looks_like_path = Path(teacher).is_absolute() or teacher.startswith((".", "~"))
-    if engine == "vllm" and looks_like_path and not Path(teacher).expanduser().exists():
-        raise CliError(f"teacher model folder not found: {teacher}")
+    if engine == "vllm":
+        from service.model_folders import teacher_model_problem
+
+        # A missing folder or one that is not a model: say so, before vLLM says something obscure.
+        problem = teacher_model_problem(teacher)
+        if problem is not None:
+            raise CliError(f"--teacher: {problem}")
     if enforce_eager is None:
         enforce_eager = engine == "vllm" and not _gpu_available()
 
@@ -104,16 +120,43 @@ def generate_command(
         kv_cache_memory_bytes=kv_cache_bytes,
         enforce_eager=enforce_eager,
     )
-    console = Console(stderr=True)
-    with console.status(f"starting teacher {teacher} ({engine})"):
+    engine_log = None if engine_logs else EngineLog(_engine_log_path())
+    with engine_log or contextlib.nullcontext():
+        console = Console(file=engine_log.console_file if engine_log else sys.stderr)
+        summary = _generate(console, engine_log, config, recipe, rows, out_path, chunk_size)
+    click.echo(summary, err=str(out_path) == "-")
+
+
+def _generate(
+    console: Console,
+    engine_log: EngineLog | None,
+    config: TeacherConfig,
+    recipe: Recipe,
+    rows: list[dict[str, Any]],
+    out_path: Path,
+    chunk_size: int,
+) -> str:
+    """Start the teacher, write the samples, close the teacher; returns the summary line."""
+    from generator.engines import build_engine
+    from generator.pipeline import run_recipe
+    from generator.recipe import RecipeError
+    from generator.templates import TemplateError
+
+    def failed(message: str) -> CliError:
+        if engine_log is not None and engine_log.tail():
+            console.print(f"[dim]{engine_log.tail()}[/]", highlight=False)
+            message += f" (engine log: {engine_log.path})"
+        return CliError(message)
+
+    with console.status(f"starting teacher {config.model} ({config.engine})"):
         try:
             teacher_engine = build_engine(config)
         except Exception as error:  # a missing model folder, bad dtype, unreachable URL, ...
-            raise CliError(f"cannot start teacher {teacher}: {_first_line(error)}") from None
+            raise failed(f"cannot start teacher {config.model}: {_first_line(error)}") from None
 
     started = time.perf_counter()
     samples = failures = completion_tokens = items_done = 0
-    stages_seen: set[str] = set()
+    elapsed = 0.0
     try:
         with _open_output(out_path) as handle, _progress(console) as progress:
             task = progress.add_task(
@@ -123,12 +166,12 @@ def generate_command(
                 for sample in chunk.samples:
                     handle.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
                     failures += not sample.parse_ok
-                    stages_seen.add(sample.stage)
                 handle.flush()
                 samples += len(chunk.samples)
                 completion_tokens += chunk.completion_tokens
-                elapsed = max(time.perf_counter() - started, 1e-9)
                 items_done += len(chunk.item_indices)
+                # One clock for the bar and the summary: generation only, not the teacher's start or stop.
+                elapsed = max(time.perf_counter() - started, 1e-9)
                 progress.update(
                     task,
                     completed=items_done,
@@ -137,16 +180,25 @@ def generate_command(
                 )
     except (RecipeError, TemplateError) as error:
         raise CliError(str(error)) from None
+    except Exception as error:  # the engine died mid-run: its log says why
+        raise failed(f"generation failed: {_first_line(error)}") from None
     finally:
-        teacher_engine.close()
-    elapsed = time.perf_counter() - started
+        with console.status("stopping teacher"):
+            teacher_engine.close()
     destination = "stdout" if str(out_path) == "-" else str(out_path)
-    click.echo(
-        f"wrote {samples} samples ({failures} parse failures) for {len(rows)} items to {destination} "
-        f"in {elapsed:.1f}s: {len(rows) / max(elapsed, 1e-9):.1f} items/s, "
-        f"{completion_tokens / max(elapsed, 1e-9):,.0f} tokens/s",
-        err=str(out_path) == "-",
+    rate = items_done / elapsed if elapsed else 0.0
+    return (
+        f"wrote {samples} samples ({failures} parse failures) for {items_done} items to {destination} "
+        f"in {elapsed:.1f}s of generation: {rate:.1f} items/s, "
+        f"{completion_tokens / max(elapsed, 1e-9):,.0f} tokens/s"
     )
+
+
+def _engine_log_path() -> Path:
+    from service.settings import get_settings
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return get_settings().home / "logs" / f"generate-{stamp}-{os.getpid()}.log"
 
 
 def _progress(console: Console) -> Progress:

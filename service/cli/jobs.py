@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
+from service.cli.display import duration, follow, when
 
-FINISHED = ("succeeded", "failed", "cancelled")
 # Seed sources read from files; the CLI inlines them so the job does not depend on the server's disk.
 FILE_SOURCE_KEYS = ("path", "format", "hf_dataset", "split")
 
@@ -78,22 +77,16 @@ def teacher_config(
     return config
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def _rate(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.1f} {unit}"
 
 
+# What a running job's phase means to a person watching it.
+PHASE_LABEL = {"starting": "starting teacher", "generating": "generating"}
+
+
 def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Console) -> dict[str, Any]:
     """Show a live progress bar until the job finishes; returns the final job."""
-    job = client.get(f"/v1/jobs/{job_id}")
     columns = (
         TextColumn("job {task.fields[job_id]} [bold]{task.fields[status]}[/]"),
         BarColumn(),
@@ -102,22 +95,24 @@ def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Cons
     )
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("job", total=None, job_id=job_id, status="", samples=0, tokens="-", eta="-")
-        while True:
+
+        def show(job: dict[str, Any]) -> None:
             p = job["progress"]
             progress.update(
                 bar,
                 total=p["items_total"] or None,
                 completed=p["items_done"],
-                status=job["status"],
+                status=PHASE_LABEL.get(p["phase"], job["status"]),
                 samples=f"{p['samples_written']:,}",
                 tokens=_rate(p["tokens_out_per_second"], "tok/s"),
-                eta=_eta(p["eta_seconds"]),
+                eta=duration(p["eta_seconds"]),
             )
-            if job["status"] in FINISHED:
-                final: dict[str, Any] = job
-                return final
-            time.sleep(interval)
-            job = client.get(f"/v1/jobs/{job_id}")
+
+        def fetch() -> dict[str, Any]:
+            job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}")
+            return job
+
+        return follow(fetch(), fetch, show, interval)
 
 
 @click.command("submit")
@@ -214,12 +209,12 @@ def submit(
     )
 
 
-def _when(value: str | None) -> str:
-    return datetime.fromisoformat(value).astimezone().strftime("%m-%d %H:%M:%S") if value else "-"
-
-
 def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("id", "status", "recipe id", "items", "%", "samples", "items/s", "ETA", "created")
+    table = Table("id", box=box.SIMPLE_HEAD)
+    # A status is never cut ("succee…"): the other columns give way on a narrow terminal.
+    table.add_column("status", no_wrap=True, min_width=len("cancelled"))
+    for header in ("recipe", "items", "%", "samples", "items/s", "ETA", "created"):
+        table.add_column(header)
     for job in jobs:
         p = job["progress"]
         table.add_row(
@@ -230,8 +225,8 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
             f"{100 * p['fraction']:.0f}",
             f"{p['samples_written']:,}",
             _rate(p["items_per_second"], ""),
-            _eta(p["eta_seconds"]),
-            _when(job["created_at"]),
+            duration(p["eta_seconds"]),
+            when(job["created_at"]),
         )
     return table
 
@@ -248,9 +243,9 @@ def _job_report(job: dict[str, Any], console: Console) -> None:
         f"items {p['items_done']}/{p['items_total']} ({100 * p['fraction']:.0f}%) · "
         f"samples {p['samples_written']:,} · tokens in {p['tokens_in']:,} / out {p['tokens_out']:,}",
         f"{_rate(p['items_per_second'], 'items/s')} · {_rate(p['tokens_out_per_second'], 'tok/s')} · "
-        f"ETA {_eta(p['eta_seconds'])}",
-        f"created {_when(job['created_at'])} · started {_when(job['started_at'])} · "
-        f"finished {_when(job['finished_at'])}",
+        f"ETA {duration(p['eta_seconds'])}",
+        f"created {when(job['created_at'])} · started {when(job['started_at'])} · "
+        f"finished {when(job['finished_at'])}",
     ]
     for line in lines:
         console.print(line)

@@ -8,8 +8,6 @@ service's queued, tracked and evaluated runs.
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,8 @@ from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
+from service.cli.display import FINISHED, duration, follow, when
 
-FINISHED = ("succeeded", "failed", "cancelled")
 ITEM_FILTERS = ("all", "disagreements", "student_wrong", "teacher_wrong")
 SCORERS = ("exact", "normalized", "numeric", "regex")
 # (row label, results key) of the evaluation table, in the order models are scored.
@@ -120,18 +118,6 @@ def _console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=True)
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _when(value: str | None) -> str:
-    return datetime.fromisoformat(value).astimezone().strftime("%m-%d %H:%M:%S") if value else "-"
-
-
 def _pct(score: dict[str, Any] | None) -> str:
     return f"{100 * score['accuracy']:.1f}%" if score else "-"
 
@@ -214,10 +200,11 @@ def run_report(run: dict[str, Any], console: Console) -> None:
         f"(id {dataset['id']})"
     )
     rate = f"{p['tokens_per_second']:,.0f} tok/s" if p["tokens_per_second"] else "- tok/s"
-    console.print(f"step {_steps(p)} ({100 * p['fraction']:.0f}%) · {rate} · ETA {_eta(p['eta_seconds'])}")
+    eta = duration(p["eta_seconds"])
+    console.print(f"step {_steps(p)} ({100 * p['fraction']:.0f}%) · {rate} · ETA {eta}")
     console.print(
-        f"created {_when(run['created_at'])} · started {_when(run['started_at'])} · "
-        f"finished {_when(run['finished_at'])} · attempts {run['attempts']}"
+        f"created {when(run['created_at'])} · started {when(run['started_at'])} · "
+        f"finished {when(run['finished_at'])} · attempts {run['attempts']}"
     )
     if run["model_path"]:
         console.print(f"model {run['model_path']}")
@@ -239,8 +226,8 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
             _short(_student_name(run)),
             run["method"],
             _steps(p),
-            _eta(p["eta_seconds"]),
-            _when(run["created_at"]),
+            duration(p["eta_seconds"]),
+            when(run["created_at"]),
         )
     return table
 
@@ -274,7 +261,9 @@ def follow_run(client: ApiClient, run_id: int, *, interval: float, console: Cons
     loss: float | None = None
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("run", total=None, run_id=run_id, status="", phase="", loss="-", eta="-")
-        while True:
+
+        def show(run: dict[str, Any]) -> None:
+            nonlocal last_step, loss
             step, new_loss = latest_loss(client, run_id, last_step)
             last_step, loss = step, new_loss if new_loss is not None else loss
             p = run["progress"]
@@ -285,13 +274,10 @@ def follow_run(client: ApiClient, run_id: int, *, interval: float, console: Cons
                 status=run["status"],
                 phase=p["phase"] if p["phase"] not in (None, run["status"]) else "",
                 loss=f"{loss:.4f}" if loss is not None else "-",
-                eta=_eta(p["eta_seconds"]),
+                eta=duration(p["eta_seconds"]),
             )
-            if run["status"] in FINISHED:
-                final: dict[str, Any] = run
-                return final
-            time.sleep(interval)
-            run = client.get(f"/v1/training-runs/{run_id}")
+
+        return follow(run, lambda: client.get(f"/v1/training-runs/{run_id}"), show, interval)
 
 
 def follow_to_end(client: ApiClient, run_id: int, interval: float) -> None:

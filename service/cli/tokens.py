@@ -17,7 +17,7 @@ from service.settings import get_settings
 
 
 def _database_url() -> str:
-    url = resolve_database(get_settings()).database_url
+    url = resolve_database(get_settings(), command="token").database_url
     assert url is not None
     return url
 

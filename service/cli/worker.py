@@ -60,7 +60,7 @@ def worker(kinds: str | None, concurrency: int, exit_when_idle: bool, max_tasks:
     chosen = _resolve_kinds(kinds, settings.worker_kinds)
     # A worker that started the embedded Postgres must run its atexit handlers (they let go of it).
     owns_embedded_database = not settings.database_url
-    settings = resolve_database(settings)
+    settings = resolve_database(settings, command="worker")
     shown = make_url(settings.database_url or "").render_as_string(hide_password=True)
     click.echo(
         f"hardlabel worker: kinds {','.join(chosen)}, concurrency {concurrency}, database {shown} "

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
+
+# "starting": running, no item committed yet (a worker loads the teacher, then writes its first
+# chunk); "generating": items are being committed. Finished jobs take their status.
+JobPhase = Literal["queued", "starting", "generating", "succeeded", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,7 @@ class Progress:
     items_per_second: float | None
     tokens_out_per_second: float | None
     eta_seconds: float | None
+    phase: JobPhase
 
 
 def compute_progress(
@@ -33,7 +39,8 @@ def compute_progress(
     now: datetime,
 ) -> Progress:
     """Rates average over the time since the job started (until it finished); the ETA assumes the
-    remaining items go at that rate. Unknown (None) before the first item is done."""
+    remaining items go at that rate. Unknown (None) before the first item is done, and for a job
+    that failed or was cancelled (it will not finish); 0 once it succeeded."""
     fraction = (
         min(items_done / items_total, 1.0) if items_total > 0 else (1.0 if status == "succeeded" else 0.0)
     )
@@ -42,8 +49,10 @@ def compute_progress(
     if elapsed is not None and elapsed > 0 and items_done > 0:
         items_rate = items_done / elapsed
         tokens_rate = tokens_out / elapsed
-    if status in ("succeeded", "failed", "cancelled"):
+    if status == "succeeded":
         eta = 0.0
+    elif status in ("failed", "cancelled"):
+        eta = None
     elif items_rate:
         eta = max(items_total - items_done, 0) / items_rate
     return Progress(
@@ -57,4 +66,12 @@ def compute_progress(
         items_per_second=items_rate,
         tokens_out_per_second=tokens_rate,
         eta_seconds=eta,
+        phase=_phase(status, items_done),
     )
+
+
+def _phase(status: str, items_done: int) -> JobPhase:
+    if status == "running":
+        return "generating" if items_done > 0 else "starting"
+    assert status in ("queued", "succeeded", "failed", "cancelled"), status
+    return status  # type: ignore[return-value]  # the job statuses above are phases too

@@ -19,7 +19,7 @@ from pydantic import (
 
 from generator.engines.base import TeacherConfig
 from service.errors import union_tag
-from service.jobs.progress import compute_progress
+from service.jobs.progress import JobPhase, compute_progress
 from service.limits import BIGINT_MAX, INT_MAX
 from service.recipes.schemas import RECIPE_NAME_PATTERN
 
@@ -104,7 +104,14 @@ class JobProgress(BaseModel):
     elapsed_seconds: float | None
     items_per_second: float | None
     tokens_out_per_second: float | None
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="Seconds left at the current rate: null until an item is done, and for a failed "
+        "or cancelled job; 0 once it succeeded."
+    )
+    phase: JobPhase = Field(
+        description="queued; starting (running, no item committed yet: a worker is loading the teacher "
+        "and writing its first chunk); generating; or the finished status."
+    )
 
 
 class JobOut(BaseModel):

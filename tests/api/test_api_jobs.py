@@ -37,6 +37,7 @@ def test_submit_inline_creates_job_shards_recipe_and_queued_event(
     assert job["progress"]["items_total"] == 10
     assert job["progress"]["items_done"] == 0
     assert job["progress"]["eta_seconds"] is None
+    assert job["progress"]["phase"] == "queued"
     assert job["seed"] == 3  # the recipe's seed when the job sets none
     assert job["params"] == {"limit": None, "shard_size": 4, "chunk_size": 2}  # the test server's defaults
     assert [(s["start"], s["end"], s["status"]) for s in job["shards"]] == [
@@ -250,6 +251,7 @@ def test_progress_rates_eta_shards_and_last_error(
     # 4 items in ~100 s: ~0.04 items/s, ~100 s to go (loose bounds: the clock moves during the test).
     assert 0.02 < progress["items_per_second"] <= 0.04
     assert 90 <= progress["eta_seconds"] < 200
+    assert progress["phase"] == "generating"
     assert 5 < progress["tokens_out_per_second"] <= 10
     shards = {s["id"]: s for s in job["shards"]}
     assert (shards[first]["status"], shards[first]["cursor"], shards[first]["worker_id"]) == (
@@ -259,6 +261,18 @@ def test_progress_rates_eta_shards_and_last_error(
     )
     assert shards[second]["last_error"] == "lease expired (worker w-2 died)"
     assert job["last_error"] == f"shard {second}: lease expired (worker w-2 died)"
+
+
+def test_a_running_job_before_its_first_chunk_is_starting(
+    client: TestClient, admin: dict[str, str], database_url: str
+) -> None:
+    job_id = submit(client, admin, recipe=recipe_spec(topics=8)).json()["id"]
+    with transaction(database_url) as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(status="running", started_at=datetime.now(UTC))
+        )
+    progress = client.get(f"/v1/jobs/{job_id}", headers=admin).json()["progress"]
+    assert (progress["phase"], progress["eta_seconds"], progress["items_done"]) == ("starting", None, 0)
 
 
 def test_unknown_job_is_404(client: TestClient, viewer: dict[str, str], admin: dict[str, str]) -> None:
@@ -289,7 +303,8 @@ def test_cancel_stops_unfinished_shards_keeps_finished_ones_and_is_recorded(
     assert job["status"] == "cancelled"
     assert job["finished_at"] is not None
     assert [s["status"] for s in job["shards"]] == ["succeeded", "cancelled", "cancelled"]
-    assert job["progress"]["eta_seconds"] == 0
+    assert job["progress"]["eta_seconds"] is None, "a cancelled job will not finish: no ETA"
+    assert job["progress"]["phase"] == "cancelled"
     again = client.post(f"/v1/jobs/{job_id}/cancel", headers=admin)
     assert again.status_code == 409
     assert again.json()["type"].endswith("job-finished")

@@ -133,6 +133,12 @@ def test_submit_errors_are_one_line_with_exit_code_2(
     line = submit(str(bad_template), "--teacher", "m")
     assert "stages[0].messages[0], line 2" in line
     assert "'c'" in line
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(good.read_text().replace("messages:", "mesages:"))
+    line = submit(str(typo), "--teacher", "m")
+    # Every problem, the unknown key first with its likely meaning (it is why "messages" is missing).
+    assert "stages[0].mesages: unknown key (did you mean 'messages'?); stages[0].messages: required" in line
+    assert "more problem" not in line
     assert "KEY=VALUE" in submit(str(good), "--teacher", "m", "-o", "enforce_eager")
     # The server's 422 names the field.
     assert "teacher.bogus" in submit(str(good), "--teacher", "m", "-o", "bogus=1")

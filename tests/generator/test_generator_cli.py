@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,12 @@ def test_generate_writes_samples_with_provenance(tiny_model_dir: Path, tmp_path:
         *("--teacher", str(tiny_model_dir), "--out", str(out), "--limit", "5", "--chunk-size", "2"),
         *("--kv-cache-bytes", str(256 << 20), "--max-model-len", "512", "--dtype", "float32"),
     ]
-    env = {**os.environ, "TMPDIR": str(ROOT / ".tmp"), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env = {
+        **os.environ,
+        "TMPDIR": str(ROOT / ".tmp"),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "HARDLABEL_HOME": str(tmp_path / "home"),
+    }
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = out.read_text().splitlines()
@@ -51,11 +57,47 @@ def test_generate_writes_samples_with_provenance(tiny_model_dir: Path, tmp_path:
     ):
         assert key in provenance
     assert provenance["completion_tokens"] > 0
-    summary = done.stdout.strip().splitlines()[-1]
+    (summary,) = done.stdout.strip().splitlines()  # the engine's log lines are not on stdout
     assert summary.startswith("wrote 5 samples (")
     assert "for 5 items" in summary
-    assert "items/s" in summary
     assert "tokens/s" in summary
+    # The bar's last rate and the summary's are one number (generation time, not engine start/stop).
+    rate = re.search(r": ([\d.]+) items/s", summary)
+    assert rate, summary
+    assert f"{rate[1]} items/s" in done.stderr
+    terminal = done.stderr + done.stdout
+    assert " INFO " not in terminal
+    assert "WARNING" not in terminal
+    (log,) = (tmp_path / "home" / "logs").glob("generate-*.log")
+    assert "INFO" in log.read_text(), "vLLM's logs went to the engine log"
+    assert not list((tmp_path / "home" / "logs").glob("*.json"))
+
+
+def test_an_engine_that_fails_to_start_shows_its_log_and_where_it_is(tmp_path: Path) -> None:
+    model = tmp_path / "not-a-real-architecture"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"model_type": "no_such_model", "architectures": ["NoSuch"]})
+    )
+    (model / "model.safetensors").write_bytes(b"")
+    (model / "tokenizer.json").write_text("{}")
+    (model / "chat_template.jinja").write_text("{{ messages }}")
+    command = [
+        sys.executable,
+        "-c",
+        "from service.cli import main; main()",
+        "generate",
+        str(ROOT / "examples" / "arithmetic.yaml"),
+        *("--teacher", str(model), "--out", str(tmp_path / "o.jsonl"), "--limit", "2"),
+    ]
+    env = {**os.environ, "TMPDIR": str(ROOT / ".tmp"), "HARDLABEL_HOME": str(tmp_path / "home")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    (log,) = (tmp_path / "home" / "logs").glob("generate-*.log")
+    assert last.startswith(f"error: cannot start teacher {model}: ")
+    assert last.endswith(f"(engine log: {log})")
+    assert "Traceback" not in last
 
 
 def write(folder: Path, text: str) -> Path:
@@ -114,11 +156,17 @@ def test_missing_recipe_and_missing_base_url(tmp_path: Path) -> None:
     assert result.stderr.strip() == "error: --base-url is required with --engine openai"
 
 
-def test_a_missing_teacher_folder_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_missing_teacher_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
     path = write(tmp_path, "name: x\nseeds: {values: {a: [1]}}" + GOOD_STAGE)
+    monkeypatch.chdir(tmp_path)
+    # A relative path with two slashes cannot be a hub id: it is a folder that is not there
+    # (huggingface_hub would say "Repo id must be in the form 'repo_name' or 'namespace/repo_name'").
+    teacher = "models/smollm2/v2" if relative else str(tmp_path / "no-model")
     result = CliRunner().invoke(
-        main,
-        ["generate", str(path), "--teacher", str(tmp_path / "no-model"), "--out", str(tmp_path / "o.jsonl")],
+        main, ["generate", str(path), "--teacher", teacher, "--out", str(tmp_path / "o.jsonl")]
     )
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"error: teacher model folder not found: {tmp_path / 'no-model'}"
+    assert result.stderr.strip() == f"error: --teacher: no such model folder: {teacher}"

@@ -148,6 +148,24 @@ def test_bad_recipes_give_one_line_naming_field_and_reason(mutate: Any, expected
     assert error_of(data).startswith(expected)
 
 
+def test_a_typo_in_a_required_key_names_every_problem_unknown_keys_first() -> None:
+    data = recipe_data()
+    data["stages"][1]["mesages"] = data["stages"][1].pop("messages")
+    data["stages"][1]["sampling"]["temperature"] = -1
+    assert error_of(data) == (
+        "stages[1].mesages: unknown key (did you mean 'messages'?); "
+        "stages[1].messages: required; stages[1].sampling.temperature: must be >= 0"
+    )
+
+
+def test_many_problems_are_counted_after_the_first_five() -> None:
+    data = recipe_data()
+    data.update({f"extra_{i}": i for i in range(7)})
+    message = error_of(data)
+    assert message.count("unknown key") == 5
+    assert message.endswith(" (and 2 more problems)")
+
+
 def test_file_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "missing.yaml")

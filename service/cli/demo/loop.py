@@ -290,7 +290,7 @@ class Demo:
     def start_service(self, sock: socket.socket, worker_env: dict[str, str]) -> None:
         with self.step(0, "Service"):
             embedded = not self.settings.database_url
-            resolved = resolve_database(self.settings)
+            resolved = resolve_database(self.settings, command=None)
             self.service = DemoService(resolved, sock, self.demo_dir / "worker.log", worker_env)
             self.service.start()
             self.client = ApiClient(self.service.url, self.service.token, timeout=API_TIMEOUT_SECONDS)
