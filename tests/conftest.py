@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / ".tmp"
@@ -54,26 +51,6 @@ def database_url() -> Iterator[str]:
 
     with scratch_database(_server_url(), "hardlabel_test") as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def db_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def db_session(db_engine: Engine) -> Iterator[Session]:
-    """A session inside a transaction that is rolled back after the test (savepoints for commits)."""
-    with db_engine.connect() as conn:
-        outer = conn.begin()
-        session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-        try:
-            yield session
-        finally:
-            session.close()
-            outer.rollback()
 
 
 @pytest.fixture(scope="session")

@@ -31,15 +31,13 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from trainer.evaluate import generate_answers
 from trainer.metrics import JsonlMetricsCallback
+from trainer.run_folder import BEST_DIR, BEST_STATE, BEST_WEIGHTS
 from trainer.schedule import default_eval_every
 
 log = logging.getLogger(__name__)
 
 # (predictions, references) -> one verdict per item.
 Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[bool]]
-BEST_DIR = "best"
-BEST_WEIGHTS = "weights.safetensors"
-BEST_STATE = "state.json"
 BUDGET_FILE = "time_budget.json"
 # Generated tokens beyond the longest answer seen: the end-of-turn token and a little slack.
 MAX_NEW_TOKENS_MARGIN = 8

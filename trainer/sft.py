@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.accuracy import (
-    BEST_DIR,
-    BEST_STATE,
     AccuracyCallback,
     AccuracySettings,
     AccuracyState,
@@ -34,6 +31,18 @@ from trainer.config import TrainingSpec, build_sft_config
 from trainer.data import dataset_digest, load_prompt_completion, quiet_datasets, row_texts
 from trainer.metrics import JsonlMetricsCallback, StepProgressCallback
 from trainer.preflight import MaskReport, check_completion_mask
+from trainer.run_folder import (
+    ADAPTER_DIR,
+    BEST_DIR,
+    BEST_STATE,
+    CHECKPOINT,
+    FINAL_DIR,
+    INIT_DIR,
+    LINEAGE_FILE,
+    METRICS_FILE,
+    RESOLVED_SPEC_FILE,
+    list_checkpoints,
+)
 from trainer.schedule import StudentKind
 from trainer.tiny_model import TinyModelSpec, TokenizerError, build_tiny_model, read_tiny_model_info
 
@@ -42,14 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-FINAL_DIR = "final"
-ADAPTER_DIR = "adapter"
-INIT_DIR = "init"  # the from-scratch student, built once so a resumed run finds the same tokenizer
-METRICS_FILE = "metrics.jsonl"
-# The spec as trained (unset schedule fields chosen from the data), written before step 1.
-RESOLVED_SPEC_FILE = "resolved_spec.json"
-LINEAGE_FILE = "hardlabel_training.json"
 EVAL_SPLITS = ("validation", "eval")
 # Rows of the dataset fed to the tokenizer of a student built from scratch.
 CORPUS_ROWS = 20_000
@@ -307,16 +308,6 @@ def _write_json(path: Path, data: Any) -> None:
     staging = path.with_name(f".{path.name}.tmp")
     staging.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     staging.replace(path)
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints (Trainer writes trainer_state.json last), oldest first."""
-    found = []
-    for path in Path(output_dir).iterdir() if Path(output_dir).is_dir() else []:
-        match = CHECKPOINT.match(path.name)
-        if match and path.is_dir() and (path / "trainer_state.json").exists():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
 
 
 def _checkpoint_to_resume(output_dir: Path, resume: bool) -> str | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -74,17 +73,14 @@ from service.workers.train_child import (
     SCORES_FILE,
     write_json_atomic,
 )
+from trainer.run_folder import INIT_DIR, METRICS_FILE, RESOLVED_SPEC_FILE, list_checkpoints
 
 DATA_DIR = "data"
 DATA_COMPLETE = ".complete"
 EVAL_DIR = "evaluation"
-METRICS_FILE = "metrics.jsonl"  # trainer.sft's default metrics file in the output folder
-INIT_DIR = "init"  # where trainer.sft builds a from-scratch student
 CHILD_PID_FILE = "child.pid"
-RESOLVED_SPEC_FILE = "resolved_spec.json"  # trainer.sft writes the spec as trained here before step 1
 EVALUATION_ITEMS = "items.jsonl"
 IN_TRAINING_ITEMS = "in_training_items.jsonl"  # the first evaluation items, scored while training
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # How often the worker reads the child's files and writes what is new (bounded by the poll setting).
 SYNC_MIN_SECONDS, SYNC_MAX_SECONDS = 0.2, 2.0
 # A graceful stop lets the child finish its step and save a checkpoint; then it is killed.
@@ -113,19 +109,6 @@ class RunSnapshot:
 def training_dir(settings: Settings, run_id: int) -> Path:
     """The run's folder: checkpoints, metrics, the final model, the exported data and the evaluation."""
     return (settings.home / "training" / str(run_id)).expanduser().resolve()
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints (the trainer writes trainer_state.json last), oldest first.
-
-    Kept here rather than imported from trainer.sft so the worker process never loads transformers.
-    """
-    found = []
-    for path in output_dir.iterdir() if output_dir.is_dir() else []:
-        match = CHECKPOINT.match(path.name)
-        if match and path.is_dir() and (path / "trainer_state.json").exists():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
 
 
 def run_train_task(ctx: TaskContext) -> TaskOutcome:

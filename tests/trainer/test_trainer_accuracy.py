@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from trainer_factories import write_jsonl
 
-from trainer.accuracy import BEST_DIR, BEST_STATE, AccuracySettings
+from trainer.accuracy import AccuracySettings
 from trainer.config import TrainingSpec
 from trainer.evaluate import exact_match, generate_answers_hf
 from trainer.metrics import read_metrics
+from trainer.run_folder import BEST_DIR, BEST_STATE
 from trainer.schedule import default_schedule
 from trainer.sft import RESOLVED_SPEC_FILE, StudentError, train
 

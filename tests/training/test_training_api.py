@@ -397,15 +397,6 @@ def test_a_run_not_yet_evaluated_has_no_items(
     assert (page["items"], page["total"]) == ([], 0)
 
 
-def test_migrations_agree_with_the_models(training_db_url: str) -> None:
-    """`alembic check`: the migrated database has every table, column and index the models declare."""
-    from alembic import command
-
-    from service.db.migrate import alembic_config
-
-    command.check(alembic_config(training_db_url))
-
-
 @pytest.mark.parametrize("name", ["training_run.json", "training_run_lora.yaml"])
 def test_the_readme_examples_are_valid_training_run_bodies(name: str) -> None:
     import yaml

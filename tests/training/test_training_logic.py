@@ -27,7 +27,7 @@ from service.workers.evaluate import (
     read_scores,
     score_answers,
 )
-from service.workers.train import list_checkpoints
+from trainer.run_folder import list_checkpoints
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
