@@ -332,8 +332,8 @@ def nearer_to(aim: float, kept: float | None, candidate: float) -> bool:
 def train_teachers(task: DistillTask, split: TaskSplit, work: Path, args: argparse.Namespace) -> Teachers:
     """Train (or find cached) the task's teacher; keep the checkpoint nearest --noisy-accuracy as well."""
     from service.cli.demo.loop import TEACHER_SCHEDULE, TEACHER_SHAPES
-    from trainer.config import TrainingSpec
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
 
     settings = {
         "shapes": TEACHER_SHAPES,
@@ -428,8 +428,8 @@ def student_shapes() -> dict[str, Any]:
 
 def explore(args: argparse.Namespace) -> None:
     """Students trained directly (TRL via trainer.sft.train) on ground truth: steps/seconds to the target."""
-    from trainer.config import TrainingSpec
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
 
     sizes = [int(size) for size in args.rows.split(",")]
     work = args.work.resolve() / "explore"

@@ -36,9 +36,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transformers import TrainerCallback  # noqa: E402
 
-from trainer.config import TrainingSpec  # noqa: E402
 from trainer.evaluate import generate_answers, generate_answers_hf, score_predictions  # noqa: E402
 from trainer.sft import train  # noqa: E402
+from trainer.spec import TrainingSpec  # noqa: E402
 
 
 @dataclass

@@ -65,7 +65,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trainer.config import TrainingSpec, build_sft_config  # noqa: E402  (pydantic only, no torch)
+from trainer.config import build_sft_config  # noqa: E402  (pydantic only, no torch)
+from trainer.spec import TrainingSpec  # noqa: E402
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

@@ -27,7 +27,7 @@ from trainer.accuracy import (
     eval_share,
     restore_best,
 )
-from trainer.config import TrainingSpec, build_sft_config
+from trainer.config import build_sft_config
 from trainer.data import dataset_digest, load_prompt_completion, quiet_datasets, row_texts
 from trainer.metrics import JsonlMetricsCallback, StepProgressCallback
 from trainer.preflight import MaskReport, check_completion_mask
@@ -44,6 +44,7 @@ from trainer.run_folder import (
     list_checkpoints,
 )
 from trainer.schedule import StudentKind
+from trainer.spec import TrainingSpec
 from trainer.tiny_model import TinyModelSpec, TokenizerError, build_tiny_model, read_tiny_model_info
 
 if TYPE_CHECKING:

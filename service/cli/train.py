@@ -94,8 +94,9 @@ def train_command(
     """Fine-tune a student (full or LoRA) on a dataset with TRL SFT; loss on the answers only."""
     from pydantic import ValidationError
 
-    from trainer.config import TrainingSpec, load_sft_config_yaml
+    from trainer.config import load_sft_config_yaml
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
 
     if bool(student) == from_scratch:
         raise CliError("give --student PATH_OR_ID or --from-scratch (one of them)")

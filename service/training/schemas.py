@@ -1,10 +1,10 @@
 """Training-run payloads. Read from ORM rows with from_attributes (no ORM import here).
 
-The API process must not import the trainer library (its modules reach TRL and transformers), so
-the hyper-parameters a client may set are declared here with the same fields, defaults and bounds
-as `trainer.config.TrainingSpec`, and the student shapes with `trainer.tiny_model.TinyModelSpec`'s
-rules; tests/training/test_training_logic.py fails when the two drift apart. The worker validates
-the stored values again with the trainer's own models.
+The hyper-parameters a client may set are the trainer's own declaration (`trainer.spec`, pure
+pydantic: the API process never imports TRL, transformers or torch). The student shapes follow
+`trainer.tiny_model.TinyModelSpec`'s rules, which import the ML stack, so they are declared here;
+tests/training/test_training_logic.py fails when the two drift apart. The worker validates the
+stored values again with the trainer's own models.
 """
 
 from __future__ import annotations
@@ -19,24 +19,12 @@ from service.filters.specs import VerifierParams
 from service.jobs.schemas import REDACTED, EventOut
 from service.limits import BIGINT_MAX, INT_MAX
 from service.training.progress import TrainingProgress, compute_progress
+from trainer.spec import Hyperparameters
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Scorer = Literal["exact", "normalized", "numeric", "regex"]
-LrScheduler = Literal[
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "cosine_with_min_lr",
-    "warmup_stable_decay",
-]
 # Bytes 256 + the tiny models' special tokens (trainer.tiny_model.MIN_VOCAB).
 MIN_SCRATCH_VOCAB = 260
-# trainer.config.UNSET: the text of schedule fields the trainer chooses when they are left unset.
-UNSET = "unset: chosen from the dataset size and the student kind (trainer/schedule.py)"
 TEACHER_TOKENIZER = "teacher"
 # The key of `training_run.results` that holds the training outcome beside the evaluation table.
 TRAINING_KEY = "training"
@@ -54,73 +42,6 @@ __all__ = [
     "TrainingRunDetail",
     "TrainingRunOut",
 ]
-
-
-class Hyperparameters(BaseModel):
-    """TRL SFT settings a client may set (TrainingSpec without `method`); everything else: TRL defaults.
-
-    Schedule fields left unset (null) are chosen by the trainer's rule from the number of training
-    rows and the kind of student (trainer/schedule.py); the run's `config` then shows the values
-    chosen and `config.defaults.fields` names them.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    learning_rate: float | None = Field(
-        default=None, gt=0, le=1.0, description=f"Peak learning rate; {UNSET}."
-    )
-    num_train_epochs: float | None = Field(default=None, gt=0, le=1000, description=UNSET)
-    max_steps: int | None = Field(
-        default=None, ge=-1, le=10_000_000, description=f"-1: train for num_train_epochs; {UNSET}."
-    )
-    max_minutes: float | None = Field(
-        default=None,
-        gt=0,
-        le=10_080,
-        description="Time budget: stop (keeping the model) after this many minutes of training in all.",
-    )
-    per_device_train_batch_size: int | None = Field(default=None, ge=1, le=4096, description=UNSET)
-    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
-    max_length: int = Field(default=1024, ge=8, le=1_048_576, description="Tokens per sequence (or pack).")
-    packing: bool = False
-    warmup_ratio: float | None = Field(
-        default=None, ge=0, lt=1, description=f"Warm-up as a fraction of all steps; {UNSET}."
-    )
-    warmup_steps: int | None = Field(
-        default=None, ge=0, le=10_000_000, description="Warm-up steps (instead of warmup_ratio)."
-    )
-    lr_scheduler_type: LrScheduler | None = Field(default=None, description=UNSET)
-    weight_decay: float | None = Field(default=None, ge=0, le=1, description=UNSET)
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)
-    eval_split: float = Field(
-        default=0.0,
-        ge=0,
-        le=0.5,
-        description="Fraction of the train rows held out for eval loss when the dataset has no eval split.",
-    )
-    eval_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Unset: logging_steps.")
-    save_steps: int = Field(default=500, ge=1, le=10_000_000, description="Checkpoint interval in steps.")
-    save_total_limit: int | None = Field(default=2, ge=1, le=1000, description="Checkpoints kept on disk.")
-    logging_steps: int = Field(default=10, ge=1, le=100_000)
-    lora_r: int = Field(default=16, ge=1, le=1024)
-    lora_alpha: int = Field(default=32, ge=1, le=4096)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    lora_target_modules: list[str] | Literal["all-linear"] = Field(
-        default="all-linear",
-        description="Module names to adapt, or 'all-linear' (every linear but the LM head).",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> Hyperparameters:
-        if self.max_steps == 0:
-            raise ValueError("max_steps must be -1 (use num_train_epochs) or at least 1")
-        if self.warmup_ratio and self.warmup_steps:
-            raise ValueError("set warmup_ratio or warmup_steps, not both")
-        if isinstance(self.lora_target_modules, list) and (
-            not self.lora_target_modules or not all(name.strip() for name in self.lora_target_modules)
-        ):
-            raise ValueError("lora_target_modules must be 'all-linear' or a non-empty list of module names")
-        return self
 
 
 class ScratchShapes(BaseModel):

@@ -160,8 +160,8 @@ def in_training_scoring(settings: dict[str, Any]) -> Any:
 def run_training(request: dict[str, Any], stop: Stop) -> int:
     from transformers import TrainerCallback
 
-    from trainer.config import TrainingSpec
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
 
     out = Path(request["output_dir"])
 

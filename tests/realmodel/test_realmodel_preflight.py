@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from trainer.config import TrainingSpec, build_sft_config
+from trainer.config import build_sft_config
 from trainer.preflight import IGNORE, MaskError, check_completion_mask
+from trainer.spec import TrainingSpec
 
 pytestmark = pytest.mark.slow
 

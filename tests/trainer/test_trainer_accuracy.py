@@ -16,12 +16,12 @@ import pytest
 from trainer_factories import write_jsonl
 
 from trainer.accuracy import AccuracySettings
-from trainer.config import TrainingSpec
 from trainer.evaluate import exact_match, generate_answers_hf
 from trainer.metrics import read_metrics
 from trainer.run_folder import BEST_DIR, BEST_STATE
 from trainer.schedule import default_schedule
 from trainer.sft import RESOLVED_SPEC_FILE, StudentError, train
+from trainer.spec import TrainingSpec
 
 FAST = {"learning_rate": 3e-3, "per_device_train_batch_size": 16, "max_length": 64, "logging_steps": 2}
 

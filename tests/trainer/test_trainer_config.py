@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainer.config import TrainingSpec, build_sft_config, load_sft_config_yaml
+from trainer.config import build_sft_config, load_sft_config_yaml
+from trainer.spec import TrainingSpec
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from trainer_factories import addition_rows
 
-from trainer.config import TrainingSpec, build_sft_config
+from trainer.config import build_sft_config
 from trainer.preflight import MaskError, check_completion_mask
+from trainer.spec import TrainingSpec
 
 # Renders only the prompt turns: the answer is dropped, so nothing would be trained.
 DROPS_ANSWER = (

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from trainer import schedule
-from trainer.config import SCHEDULED_FIELDS, TrainingSpec, build_sft_config
+from trainer.config import build_sft_config
 from trainer.schedule import default_eval_every, default_schedule
+from trainer.spec import SCHEDULED_FIELDS, TrainingSpec
 
 
 def steps_per_run(rows: int, values: dict[str, Any]) -> float:

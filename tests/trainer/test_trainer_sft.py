@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from trainer.config import TrainingSpec
 from trainer.metrics import read_metrics
 from trainer.preflight import MaskError
 from trainer.sft import CheckpointError, StudentError, TrainResult, train
+from trainer.spec import TrainingSpec
 
 # Small and fast: a 2-layer hidden-64 student, short sequences, a high learning rate.
 FAST = {"learning_rate": 3e-3, "per_device_train_batch_size": 16, "max_length": 64, "logging_steps": 2}

@@ -435,8 +435,8 @@ def constant_teacher(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     """A teacher that answers the constant task right: the tiny model, trained on it for 12 steps."""
     import torch
 
-    from trainer.config import TrainingSpec
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
 
     data = tmp_path_factory.mktemp("constant-teacher") / "train.jsonl"
     rows = [(f"What is {a}+{b}?", "42") for a, b in addition_pairs(64, seed=5)]

@@ -141,9 +141,9 @@ def train_teacher(job: TeacherJob, report: Callable[[dict[str, Any]], None]) -> 
     """Train until the validation accuracy reaches the target (scored at every checkpoint)."""
     from transformers import TrainerCallback
 
-    from trainer.config import TrainingSpec
     from trainer.evaluate import generate_answers_hf, score_predictions
     from trainer.sft import train
+    from trainer.spec import TrainingSpec
     from trainer.tiny_model import read_tiny_model_info
 
     prompts = [item.messages() for item in job.validation]
