@@ -15,6 +15,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY constraints ./constraints
+COPY answers ./answers
 COPY generator ./generator
 COPY trainer ./trainer
 COPY service ./service

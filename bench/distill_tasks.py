@@ -214,10 +214,10 @@ def verifier_params(task: DistillTask) -> dict[str, Any]:
 
 
 def answers_match(task: DistillTask, answers: Sequence[str], references: Sequence[str]) -> list[bool]:
-    """Each answer against its reference, with the evaluation's scorer (the verifier's mode)."""
-    from trainer.evaluate import score_predictions
+    """Each answer against its reference, by the verifier's mode (`answers.match`, the evaluation's too)."""
+    from answers import match
 
-    return score_predictions(answers, references, task.verifier_mode).per_item
+    return match.answers_match(answers, references, task.verifier_mode)
 
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:

@@ -36,9 +36,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transformers import TrainerCallback  # noqa: E402
 
-from trainer.evaluate import generate_answers, generate_answers_hf, score_predictions  # noqa: E402
+from answers.match import answers_match  # noqa: E402
+from trainer.evaluate import generate_answers, generate_answers_hf  # noqa: E402
 from trainer.sft import train  # noqa: E402
 from trainer.spec import TrainingSpec  # noqa: E402
+
+
+def exact_accuracy(answers: list[str], references: list[str]) -> float:
+    """The share of answers equal to their reference as written (`answers.match`'s exact mode)."""
+    verdicts = answers_match(answers, references, "exact")
+    return sum(verdicts) / len(verdicts) if verdicts else 0.0
 
 
 @dataclass
@@ -90,7 +97,7 @@ class HeldOutAccuracy(TrainerCallback):  # type: ignore[misc]
         answers = generate_answers(
             kwargs["model"], kwargs["processing_class"], self.prompts, 8, batch_size=256
         )
-        accuracy = score_predictions(answers, self.references, "exact").accuracy
+        accuracy = exact_accuracy(answers, self.references)
         self._eval_seconds += time.perf_counter() - began
         seconds = time.perf_counter() - self._started - self._eval_seconds
         self.last = (state.global_step, seconds, accuracy)
@@ -199,7 +206,7 @@ def main() -> None:
         work / "teacher" / "final", [question(a, b) for a, b in fresh_pairs], max_new_tokens=8, batch_size=256
     )
     label_seconds = time.perf_counter() - started
-    label_accuracy = score_predictions(labels, [str(a + b) for a, b in fresh_pairs], "exact").accuracy
+    label_accuracy = exact_accuracy(labels, [str(a + b) for a, b in fresh_pairs])
     print(
         f"teacher labelled {len(labels)} fresh questions in {label_seconds:.1f} s "
         f"({label_accuracy:.3f} right)"

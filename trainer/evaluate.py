@@ -1,77 +1,63 @@
-"""Score a model's answers on held-out items: tiny pure scorers plus a plain-transformers generator.
+"""Score a model's answers on held-out items: the named scorers plus a plain-transformers generator.
 
-The scorers compare one prediction to one reference. The service generates with vLLM (through the
-generator library) and scores with these; `generate_answers_hf` is the fallback that needs nothing
-but transformers (tests, the toy benchmark, machines without vLLM).
+The scorers compare one prediction to one reference by `answers.match`, the rule the verifier filter
+uses too, so a student is right here exactly when the filter would keep its answer. The service
+generates with vLLM (through the generator library) and scores with the verifier; `generate_answers_hf`
+is the fallback that needs nothing but transformers (tests, the toy benchmark, machines without vLLM).
 """
 
 from __future__ import annotations
 
-import math
-import re
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
-NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+from answers.match import DEFAULT_TOLERANCE, answers_match, last_number, match_answer, normalize_answer
+
+__all__ = [
+    "SCORERS",
+    "EvalScore",
+    "exact_match",
+    "generate_answers",
+    "generate_answers_hf",
+    "normalize_answer",
+    "normalized_match",
+    "numeric_match",
+    "parse_number",
+    "regex_extract_match",
+    "score_predictions",
+]
 
 
 def exact_match(prediction: str, reference: str) -> bool:
     """Equal after trimming surrounding whitespace."""
-    return prediction.strip() == reference.strip()
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (SQuAD-style)."""
-    text = text.lower()
-    text = "".join(char for char in text if char not in string.punctuation)
-    text = ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    return match_answer(prediction, reference, "exact").correct
 
 
 def normalized_match(prediction: str, reference: str) -> bool:
-    """Equal after `normalize_answer`; a reference with nothing left after it must match exactly.
-
-    (Otherwise "," and "?!" would agree: both normalize to nothing.)
-    """
-    expected = normalize_answer(reference)
-    if not expected:
-        return exact_match(prediction, reference)
-    return normalize_answer(prediction) == expected
+    """Equal after `normalize_answer` (plain numbers as numbers; an empty-normalising reference exactly)."""
+    return match_answer(prediction, reference, "normalized").correct
 
 
 def parse_number(text: str) -> float | None:
     """The last number in the text ("The answer is 1,234." -> 1234.0), or None."""
-    matches = NUMBER.findall(text)
-    if not matches:
-        return None
-    try:
-        return float(matches[-1].replace(",", ""))
-    except ValueError:
-        return None
+    return last_number(text)
 
 
-def numeric_match(prediction: str, reference: str, tol: float = 1e-6) -> bool:
-    """The last number of the prediction equals the reference's within `tol` (absolute or relative)."""
-    predicted, expected = parse_number(prediction), parse_number(reference)
-    if predicted is None or expected is None:
-        return False
-    return math.isclose(predicted, expected, rel_tol=tol, abs_tol=tol)
+def numeric_match(
+    prediction: str, reference: str, tol: float = DEFAULT_TOLERANCE, relative_tol: float = 0.0
+) -> bool:
+    """The last number of the prediction equals the reference's within `tol` (absolute) or `relative_tol`."""
+    return match_answer(
+        prediction, reference, "numeric", tolerance=tol, relative_tolerance=relative_tol
+    ).correct
 
 
 def regex_extract_match(prediction: str, reference: str, pattern: str, normalize: bool = True) -> bool:
-    """Extract the answer with `pattern` (group 1 if it has one, else the whole match; last match wins)."""
-    matches = list(re.finditer(pattern, prediction))
-    if not matches:
-        return False
-    last = matches[-1]
-    extracted = last.group(1) if last.re.groups else last.group(0)
-    if normalize:
-        return normalized_match(extracted, reference)
-    return (extracted or "").strip() == reference.strip()
+    """Extract the answer with `pattern` (group 1 if it has one, else the whole match; last match wins),
+    then compare it normalised (`normalize=False`: as written)."""
+    return match_answer(prediction, reference, "regex" if normalize else "exact", pattern=pattern).correct
 
 
 SCORERS: dict[str, Callable[..., bool]] = {
@@ -95,27 +81,25 @@ class EvalScore:
 def score_predictions(
     predictions: Sequence[str], references: Sequence[str], method: str, **opts: Any
 ) -> EvalScore:
-    """Score predictions against references with a named scorer.
+    """Score predictions against references with a named scorer (an `answers.match` mode).
 
     Args:
-        method: "exact", "normalized", "numeric" (opts: tol) or "regex" (opts: pattern, normalize).
+        method: "exact", "normalized", "numeric" or "regex".
+        opts: pattern (any method; required by "regex"), tol or tolerance (absolute),
+            relative_tolerance, and normalize=False for "regex" to compare the extracted text as written.
 
     Raises:
         ValueError: unknown method, missing regex pattern, or lengths that differ.
     """
-    if method not in SCORERS:
-        raise ValueError(f"unknown scoring method {method!r} (known: {', '.join(SCORERS)})")
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    if method == "regex":
-        if not opts.get("pattern"):
+    options = dict(opts)
+    if "tol" in options:
+        options["tolerance"] = options.pop("tol")
+    mode = method
+    if method == "regex" and options.pop("normalize", True) is False:
+        if not options.get("pattern"):
             raise ValueError("the regex scoring method needs a pattern")
-        try:
-            re.compile(opts["pattern"])
-        except re.error as exc:
-            raise ValueError(f"invalid regex pattern: {exc}") from exc
-    scorer = SCORERS[method]
-    per_item = [bool(scorer(p, r, **opts)) for p, r in zip(predictions, references, strict=True)]
+        mode = "exact"
+    per_item = answers_match(predictions, references, mode, **options)
     correct = sum(per_item)
     return EvalScore(len(per_item), correct, correct / len(per_item) if per_item else 0.0, per_item)
 

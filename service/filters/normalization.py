@@ -1,8 +1,11 @@
-"""Text normalisation shared by the dedup, near-dup, verifier and decontamination filters.
+"""Text normalisation shared by the dedup, near-dup and decontamination filters.
 
 One definition, so "the same text" means the same thing everywhere: Unicode NFKC, then optionally
 lower case, punctuation (anything neither a word character nor space, and `_`) replaced by a space,
 and runs of whitespace collapsed to one space with the ends stripped.
+
+Whether an answer is *correct* is another question, with its own rule (articles dropped, numbers
+compared as numbers): `answers.match`, which the verifier filter and the evaluation share.
 """
 
 from __future__ import annotations

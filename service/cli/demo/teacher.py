@@ -141,7 +141,8 @@ def train_teacher(job: TeacherJob, report: Callable[[dict[str, Any]], None]) -> 
     """Train until the validation accuracy reaches the target (scored at every checkpoint)."""
     from transformers import TrainerCallback
 
-    from trainer.evaluate import generate_answers_hf, score_predictions
+    from answers.match import answers_match
+    from trainer.evaluate import generate_answers_hf
     from trainer.sft import train
     from trainer.spec import TrainingSpec
     from trainer.tiny_model import read_tiny_model_info
@@ -152,7 +153,8 @@ def train_teacher(job: TeacherJob, report: Callable[[dict[str, Any]], None]) -> 
 
     def accuracy_of(model_dir: Path) -> float:
         answers = generate_answers_hf(model_dir, prompts, max_new_tokens=job.max_new_tokens, batch_size=256)
-        return score_predictions(answers, references, job.scorer).accuracy
+        verdicts = answers_match(answers, references, job.scorer)
+        return sum(verdicts) / len(verdicts) if verdicts else 0.0
 
     class StopWhenAccurate(TrainerCallback):  # type: ignore[misc]
         """Scores each checkpoint on the validation items; stops training once the target is reached."""
