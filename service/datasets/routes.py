@@ -7,28 +7,37 @@ import json
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path as FilePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.datasets import service
-from service.datasets.export.card import dataset_card
+from service.datasets.export.card import DatasetManifest, dataset_card
 from service.datasets.export.containers import jsonl_stream, parquet_stream
-from service.datasets.export.folder import export_to_folder
-from service.datasets.export.formats import format_batch, format_schema
-from service.datasets.export.rows import flat_batches, has_system, split_sizes
+from service.datasets.export.folder import NoPreferencePairs, export_batches, export_plan, export_to_folder
+from service.datasets.export.formats import format_schema
+from service.datasets.export.preference import PreferenceStats
 from service.datasets.ground_truth import GroundTruthError, parse_jsonl
-from service.datasets.schemas import DatasetCreate, DatasetDetail, DatasetOut, ExportContainer, ExportFormat
+from service.datasets.schemas import (
+    DatasetCreate,
+    DatasetDetail,
+    DatasetOut,
+    ExportContainer,
+    ExportFormat,
+    ExportSplit,
+)
 from service.db.session import get_engine
 from service.dependencies import Admin, PageDep, SessionDep, SettingsDep, Viewer
-from service.errors import NotFoundError, ValidationProblem, problem_responses
+from service.errors import ConflictError, NotFoundError, ValidationProblem, problem_responses
 from service.limits import BIGINT_MAX
 from service.pagination import Page
 
@@ -138,25 +147,103 @@ def get_dataset(_: Viewer, session: SessionDep, dataset_id: DatasetId) -> Datase
     return DatasetDetail.model_validate(service.get_dataset(session, dataset_id))
 
 
-FormatQuery = Annotated[ExportFormat, Query(description="prompt_completion (TRL), messages, or alpaca.")]
+FormatQuery = Annotated[
+    ExportFormat,
+    Query(
+        description="prompt_completion (TRL SFT), messages, alpaca, or preference (prompt / chosen / "
+        "rejected pairs for DPO-style trainers)."
+    ),
+]
 ContainerQuery = Annotated[
     ExportContainer, Query(description="jsonl, parquet, or hf (a save_to_disk folder, as tar).")
 ]
+ProvenanceQuery = Annotated[
+    bool,
+    Query(
+        description="Add the columns sample_id, job_id, teacher and item_index to every row (null for "
+        "ground truth; preference pairs name the chosen answer's and add rejected_sample_id)."
+    ),
+]
+
+
+def _export_plan(
+    engine: Engine, manifest: DatasetManifest, fmt: str
+) -> tuple[dict[str, int], bool, PreferenceStats | None]:
+    try:
+        return export_plan(engine, manifest, fmt)
+    except NoPreferencePairs as exc:
+        raise ConflictError(str(exc), title="No Preference Pairs", slug="no-preference-pairs") from exc
 
 
 @router.get("/{dataset_id}/card", response_class=PlainTextResponse, responses=problem_responses(409))
 def dataset_card_markdown(
     _: Viewer,
     session: SessionDep,
+    settings: SettingsDep,
     dataset_id: DatasetId,
     format: FormatQuery = "prompt_completion",
     container: ContainerQuery = "jsonl",
+    provenance: ProvenanceQuery = False,
 ) -> PlainTextResponse:
     """The dataset card (README.md with lineage) an export of this version carries."""
     version = service.get_frozen_dataset(session, dataset_id)
-    splits = {s: int(version.row_counts.get(s, 0)) for s in ("train", "test") if version.row_counts.get(s)}
-    card = dataset_card(service.manifest_of(version), format, container, splits)
+    manifest = service.manifest_of(version)
+    assert settings.database_url is not None
+    splits, with_system, stats = _export_plan(get_engine(settings.database_url), manifest, format)
+    card = dataset_card(
+        manifest,
+        format,
+        container,
+        splits,
+        provenance=provenance,
+        has_system=with_system,
+        preference=stats,
+    )
     return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
+
+
+def _tar_folder(folder: FilePath, archive: FilePath) -> None:
+    """`folder` as a tar of one top folder holding only folders and regular files (what `hardlabel
+    export` unpacks). Each file is deleted once archived, so the export is on disk about once."""
+    mtime = time.time()
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in [folder, *sorted(folder.rglob("*"))]:
+            relative = path.relative_to(folder).as_posix()
+            info = tarfile.TarInfo(folder.name if relative == "." else f"{folder.name}/{relative}")
+            info.mtime = mtime
+            if path.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif path.is_file():
+                info.size, info.mode = path.stat().st_size, 0o644
+                with path.open("rb") as data:
+                    tar.addfile(info, data)
+                path.unlink()
+
+
+def _bundle_response(
+    engine: Engine, manifest: DatasetManifest, fmt: str, container: str, stem: str, *, provenance: bool
+) -> FileResponse:
+    """Every split and the card, as export_to_folder writes them, in a tar of the folder `stem`."""
+    workdir = FilePath(tempfile.mkdtemp(prefix="hardlabel-export-"))
+    try:
+        folder = workdir / stem
+        try:
+            splits = export_to_folder(engine, manifest, fmt, container, folder, provenance=provenance)
+        except NoPreferencePairs as exc:
+            raise ConflictError(str(exc), title="No Preference Pairs", slug="no-preference-pairs") from exc
+        archive = workdir / f"{stem}.tar"
+        _tar_folder(folder, archive)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return FileResponse(
+        archive,
+        media_type="application/x-tar",
+        filename=f"{stem}-{fmt}-{container}.tar",
+        headers={"X-Dataset-Digest": manifest.digest, "X-Row-Counts": json.dumps(splits)},
+        background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True),
+    )
 
 
 @router.get(
@@ -164,7 +251,8 @@ def dataset_card_markdown(
     responses={
         **problem_responses(409),
         200: {
-            "description": "A split as JSONL or Parquet (streamed), or all splits as a tar of an HF folder.",
+            "description": "A split as JSONL or Parquet (streamed), or every split and the card (README.md) "
+            "as a tar of one folder `{name}-v{version}/` (split=all, or container hf).",
             "content": {
                 "application/x-ndjson": {},
                 "application/vnd.apache.parquet": {},
@@ -181,8 +269,13 @@ def export_dataset(
     format: FormatQuery = "prompt_completion",
     container: ContainerQuery = "jsonl",
     split: Annotated[
-        Literal["train", "test"], Query(description="jsonl/parquet: the split to download.")
+        ExportSplit,
+        Query(
+            description="jsonl/parquet: the split to download, or all: every split and the card as a tar "
+            "(the folder `hardlabel export` writes). hf always sends every split."
+        ),
     ] = "train",
+    provenance: ProvenanceQuery = False,
 ) -> Any:
     """Download an export of a version in a training format."""
     version = service.get_frozen_dataset(session, dataset_id)
@@ -190,32 +283,17 @@ def export_dataset(
     assert settings.database_url is not None
     engine = get_engine(settings.database_url)
     stem = f"{version.name}-v{version.version}"
-    if container == "hf":
-        workdir = FilePath(tempfile.mkdtemp(prefix="hardlabel-export-"))
-        folder = workdir / stem
-        export_to_folder(engine, manifest, format, "hf", folder)
-        archive = workdir / f"{stem}.tar"
-        with tarfile.open(archive, "w") as tar:
-            tar.add(folder, arcname=stem)
-        return FileResponse(
-            archive,
-            media_type="application/x-tar",
-            filename=f"{stem}-{format}-hf.tar",
-            background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True),
-        )
-    with engine.connect() as conn:
-        sizes = split_sizes(conn, version.id)
-        with_system = has_system(conn, version.id)
+    if container == "hf" or split == "all":
+        return _bundle_response(engine, manifest, format, container, stem, provenance=provenance)
+    sizes, with_system, _stats = _export_plan(engine, manifest, format)
     if split not in sizes:
-        raise NotFoundError(f"dataset version {dataset_id} has no {split} rows (splits: {', '.join(sizes)})")
-    batches = (
-        format_batch(b, format, has_system=with_system) for b in flat_batches(engine, version.id, split)
-    )
-    body = (
-        jsonl_stream(batches)
-        if container == "jsonl"
-        else parquet_stream(batches, format_schema(format, has_system=with_system))
-    )
+        rows = "pairs" if format == "preference" else "rows"
+        raise NotFoundError(
+            f"dataset version {dataset_id} has no {split} {rows} (splits: {', '.join(sizes)})"
+        )
+    batches = export_batches(engine, manifest, format, split, has_system=with_system, provenance=provenance)
+    schema = format_schema(format, has_system=with_system, provenance=provenance)
+    body = jsonl_stream(batches) if container == "jsonl" else parquet_stream(batches, schema)
     filename = f"{stem}-{format}-{split}.{container}"
     return StreamingResponse(
         body,

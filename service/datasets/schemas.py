@@ -156,5 +156,6 @@ class DatasetDetail(DatasetOut):
     )
 
 
-ExportFormat = Literal["prompt_completion", "messages", "alpaca"]
+ExportFormat = Literal["prompt_completion", "messages", "alpaca", "preference"]
 ExportContainer = Literal["jsonl", "parquet", "hf"]
+ExportSplit = Literal["train", "test", "all"]

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from service.datasets.export.containers import split_file
+from service.datasets.export.formats import format_schema
+from service.datasets.export.preference import PAIRING_RULE, PreferenceStats
 
 LOADERS = {
     "jsonl": 'load_dataset("json", data_files={{"train": "{dir}/train.jsonl"}})',
@@ -23,7 +25,14 @@ FORMAT_TEXT = {
     "(assistant); `trl.SFTTrainer` trains on the completion only.",
     "messages": "Conversations in `messages` (system?, user, assistant).",
     "alpaca": "Alpaca: `instruction` (the question), `input` (empty), `output` (the answer).",
+    "preference": "TRL conversational preference: `prompt` (system?, user), `chosen` and `rejected` "
+    "(assistant); for `trl.DPOTrainer` and other preference trainers.",
 }
+PROVENANCE_TEXT = (
+    "- **Provenance columns**: `sample_id` (the hardlabel sample), `job_id` (its generation job), "
+    "`teacher` (the job's teacher model), `item_index` (the seed item it answers); null for "
+    "ground-truth rows."
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,17 @@ class DatasetManifest:
     created_at: datetime
 
 
-def dataset_card(manifest: DatasetManifest, fmt: str, container: str, splits: dict[str, int]) -> str:
+def dataset_card(
+    manifest: DatasetManifest,
+    fmt: str,
+    container: str,
+    splits: dict[str, int],
+    *,
+    provenance: bool = False,
+    has_system: bool = False,
+    preference: PreferenceStats | None = None,
+) -> str:
+    """The card; `splits` are the rows (pairs, for `preference`) per split written."""
     header: dict[str, Any] = {
         "pretty_name": f"{manifest.name} v{manifest.version}",
         "tags": ["hardlabel", "distillation"],
@@ -53,6 +72,7 @@ def dataset_card(manifest: DatasetManifest, fmt: str, container: str, splits: di
             }
         ]
     lineage = manifest.lineage
+    columns = format_schema(fmt, has_system=has_system, provenance=provenance).names
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(),
@@ -63,9 +83,28 @@ def dataset_card(manifest: DatasetManifest, fmt: str, container: str, splits: di
         f"A frozen hardlabel dataset version (id {manifest.id}), created {manifest.created_at.isoformat()}.",
         "",
         f"- **Format**: {FORMAT_TEXT[fmt]}",
-        "- **Rows**: " + ", ".join(f"{split} {n:,}" for split, n in splits.items()),
+        "- **Columns**: " + ", ".join(f"`{name}`" for name in columns),
+        ("- **Pairs**: " if fmt == "preference" else "- **Rows**: ")
+        + (", ".join(f"{split} {n:,}" for split, n in splits.items()) or "none"),
         f"- **Content digest** (sha256): `{manifest.digest}`",
         f"- **Load**: `{LOADERS[container].format(dir='.')}`",
+    ]
+    if provenance:
+        lines.append(PROVENANCE_TEXT)
+        if fmt == "preference":
+            lines.append(
+                "  In a pair they are the chosen answer's; `rejected_sample_id` is the rejected one's sample."
+            )
+    if preference is not None:
+        lines += ["", "## Preference pairs", "", PAIRING_RULE, ""]
+        for split, prompts in preference.prompts.items():
+            pairs = preference.pairs.get(split, 0)
+            by_review = preference.by_review.get(split, 0)
+            lines.append(
+                f"- {split}: {pairs:,} pairs of {prompts:,} prompts ({prompts - pairs:,} skipped without a "
+                f"pair); rejected by review {by_review:,}, by judge score {pairs - by_review:,}"
+            )
+    lines += [
         "",
         "## Lineage",
         "",

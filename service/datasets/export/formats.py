@@ -5,6 +5,11 @@
 - `messages`: one conversation per row (`messages`: [system?, user, assistant]).
 - `alpaca`: `instruction` (the question), `input` (empty), `output` (the answer), plus `system`
   when some row of the dataset has a system prompt.
+- `preference`: TRL's conversational preference format (`prompt`: [system?, user], `chosen` and
+  `rejected`: [assistant]) for DPO-style trainers, from PAIR_SCHEMA batches (see preference.py).
+
+With provenance, every format gets the PROVENANCE_SCHEMA columns after its own (the preference
+format's name the chosen answer's sample, plus `rejected_sample_id`); null for ground-truth rows.
 """
 
 from __future__ import annotations
@@ -14,20 +19,48 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-FORMATS = ("prompt_completion", "messages", "alpaca")
+FORMATS = ("prompt_completion", "messages", "alpaca", "preference")
 FLAT_SCHEMA = pa.schema([("question", pa.string()), ("answer", pa.string()), ("system", pa.string())])
+PAIR_SCHEMA = pa.schema(
+    [("question", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), ("system", pa.string())]
+)
+# Where a row came from: its sample, the sample's job, the job's teacher model and the item index.
+PROVENANCE_SCHEMA = pa.schema(
+    [("sample_id", pa.int64()), ("job_id", pa.int64()), ("teacher", pa.string()), ("item_index", pa.int64())]
+)
+PAIR_PROVENANCE_SCHEMA = pa.schema([*PROVENANCE_SCHEMA, pa.field("rejected_sample_id", pa.int64())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 
-def format_schema(fmt: str, *, has_system: bool) -> pa.Schema:
+def provenance_schema(fmt: str) -> pa.Schema:
+    return PAIR_PROVENANCE_SCHEMA if fmt == "preference" else PROVENANCE_SCHEMA
+
+
+def source_schema(fmt: str, *, provenance: bool = False) -> pa.Schema:
+    """The schema of the batches format_batch takes for `fmt` (what rows.py / preference.py read)."""
+    base = PAIR_SCHEMA if fmt == "preference" else FLAT_SCHEMA
+    return pa.schema([*base, *provenance_schema(fmt)]) if provenance else base
+
+
+def format_schema(fmt: str, *, has_system: bool, provenance: bool = False) -> pa.Schema:
+    fields: list[tuple[str, pa.DataType]]
     if fmt == "prompt_completion":
-        return pa.schema([("prompt", pa.list_(MESSAGE)), ("completion", pa.list_(MESSAGE))])
-    if fmt == "messages":
-        return pa.schema([("messages", pa.list_(MESSAGE))])
-    if fmt == "alpaca":
+        fields = [("prompt", pa.list_(MESSAGE)), ("completion", pa.list_(MESSAGE))]
+    elif fmt == "messages":
+        fields = [("messages", pa.list_(MESSAGE))]
+    elif fmt == "alpaca":
         fields = [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string())]
-        return pa.schema(fields + ([("system", pa.string())] if has_system else []))
-    raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        fields += [("system", pa.string())] if has_system else []
+    elif fmt == "preference":
+        fields = [
+            ("prompt", pa.list_(MESSAGE)),
+            ("chosen", pa.list_(MESSAGE)),
+            ("rejected", pa.list_(MESSAGE)),
+        ]
+    else:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    extra = [(f.name, f.type) for f in provenance_schema(fmt)] if provenance else []
+    return pa.schema(fields + extra)
 
 
 def message_lists(system: pa.Array, turns: Sequence[tuple[str, pa.Array]]) -> pa.ListArray:
@@ -62,19 +95,31 @@ def message_lists(system: pa.Array, turns: Sequence[tuple[str, pa.Array]]) -> pa
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), messages, type=pa.list_(MESSAGE))
 
 
-def format_batch(batch: pa.RecordBatch, fmt: str, *, has_system: bool) -> pa.RecordBatch:
-    """A batch of FLAT_SCHEMA rows in training format `fmt` (schema: format_schema(fmt, ...))."""
-    question, answer, system = batch.column("question"), batch.column("answer"), batch.column("system")
-    schema = format_schema(fmt, has_system=has_system)
+def format_batch(
+    batch: pa.RecordBatch, fmt: str, *, has_system: bool, provenance: bool = False
+) -> pa.RecordBatch:
+    """A batch of source_schema(fmt, provenance=…) rows in training format `fmt` (schema:
+    format_schema(fmt, ...)); with `provenance` its provenance columns are passed through."""
+    question, system = batch.column("question"), batch.column("system")
+    schema = format_schema(fmt, has_system=has_system, provenance=provenance)
+    no_system = pa.nulls(len(batch), pa.string())
+    columns: list[pa.Array]
     if fmt == "prompt_completion":
-        no_system = pa.nulls(len(batch), pa.string())
         columns = [
             message_lists(system, [("user", question)]),
-            message_lists(no_system, [("assistant", answer)]),
+            message_lists(no_system, [("assistant", batch.column("answer"))]),
         ]
     elif fmt == "messages":
-        columns = [message_lists(system, [("user", question), ("assistant", answer)])]
+        columns = [message_lists(system, [("user", question), ("assistant", batch.column("answer"))])]
+    elif fmt == "preference":
+        columns = [
+            message_lists(system, [("user", question)]),
+            message_lists(no_system, [("assistant", batch.column("chosen"))]),
+            message_lists(no_system, [("assistant", batch.column("rejected"))]),
+        ]
     else:
         empty = pa.array([""] * len(batch), pa.string())
-        columns = [question, empty, answer] + ([system] if has_system else [])
+        columns = [question, empty, batch.column("answer")] + ([system] if has_system else [])
+    if provenance:
+        columns += [batch.column(f.name).cast(f.type) for f in provenance_schema(fmt)]
     return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from psycopg import sql
 from sqlalchemy import Connection, Engine, exists, func, select
 
-from service.datasets.export.formats import FLAT_SCHEMA
+from service.datasets.export.formats import FLAT_SCHEMA, PROVENANCE_SCHEMA
 from service.db.models import DatasetRow
 
 if TYPE_CHECKING:
@@ -65,50 +65,91 @@ class CopyStream(io.RawIOBase):
         return filled
 
 
-def flat_batches(
-    engine: Engine, dataset_id: int, split: str, batch_bytes: int = DEFAULT_BATCH_BYTES
+def copy_batches(
+    engine: Engine,
+    query: sql.Composable,
+    schema: pa.Schema,
+    *,
+    longest: sql.Composable,
+    setup: Sequence[sql.Composable] = (),
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> Iterator[pa.RecordBatch]:
-    """The split's rows in row order, as Arrow batches of about `batch_bytes` of data.
+    """`COPY (query) TO STDOUT` in CSV as Arrow batches of `schema`, of about `batch_bytes` of data.
 
-    `COPY (SELECT …) TO STDOUT` in CSV, parsed by pyarrow's streaming CSV reader: no Python object
-    per row or per value, and memory bounded by one batch. In Postgres' CSV a NULL is an unquoted
-    empty field and an empty string a quoted one, which is how the reader tells them apart.
+    Parsed by pyarrow's streaming CSV reader: no Python object per row or per value, and memory
+    bounded by one batch. In Postgres' CSV a NULL is an unquoted empty field and an empty string a
+    quoted one, which is how the reader tells them apart. `setup` statements run first in the same
+    (read-only, rolled back) transaction, e.g. to fill a temporary table; `longest` is a query for
+    the byte length of the longest row's text.
     """
     import pyarrow.csv as pacsv
 
-    names = FLAT_SCHEMA.names
+    names = schema.names
     pooled = engine.raw_connection()
     try:
         connection = pooled.driver_connection
         assert connection is not None
-        query = sql.SQL(
-            "COPY (SELECT question, answer, system FROM dataset_row "
-            "WHERE dataset_id = {} AND split = {} ORDER BY row_index) TO STDOUT WITH (FORMAT csv)"
-        ).format(sql.Literal(dataset_id), sql.Literal(split))
         with connection.cursor() as cursor:
+            for statement in setup:
+                cursor.execute(statement)
             # The reader cannot split a row across blocks: a block must hold the longest row, with
             # room for CSV's doubled quotes.
-            cursor.execute(
-                "SELECT max(octet_length(question) + coalesce(octet_length(answer), 0) "
-                "+ coalesce(octet_length(system), 0)) FROM dataset_row WHERE dataset_id = %s AND split = %s",
-                (dataset_id, split),
-            )
-            longest = (cursor.fetchone() or (None,))[0] or 0
-            block_size = max(batch_bytes, 2 * int(longest) + 64)
-            with cursor.copy(query) as copy:
+            cursor.execute(longest)
+            longest_row = (cursor.fetchone() or (None,))[0] or 0
+            block_size = max(batch_bytes, 2 * int(longest_row) + 64 + 32 * len(names))
+            copy_query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)
+            with cursor.copy(copy_query) as copy:
                 reader = pacsv.open_csv(
                     CopyStream(iter(copy)),
                     read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
                     parse_options=pacsv.ParseOptions(newlines_in_values=True),
                     convert_options=pacsv.ConvertOptions(
-                        column_types=dict.fromkeys(names, pa.string()),
+                        column_types={field.name: field.type for field in schema},
                         strings_can_be_null=True,
                         quoted_strings_can_be_null=False,
                         null_values=[""],
                     ),
                 )
                 for batch in reader:
-                    yield pa.RecordBatch.from_arrays(batch.columns, schema=FLAT_SCHEMA)
+                    yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         connection.rollback()  # read only: end the COPY's transaction
     finally:
         pooled.close()
+
+
+def flat_batches(
+    engine: Engine,
+    dataset_id: int,
+    split: str,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    *,
+    provenance: bool = False,
+) -> Iterator[pa.RecordBatch]:
+    """The split's rows in row order, as FLAT_SCHEMA Arrow batches of about `batch_bytes` of data.
+
+    With `provenance`, also PROVENANCE_SCHEMA's columns: the row's sample id, the job id frozen
+    with it, the job's teacher model and the sample's item index (null for ground-truth rows, or
+    where the sample is gone).
+    """
+    where = sql.SQL("r.dataset_id = {} AND r.split = {}").format(sql.Literal(dataset_id), sql.Literal(split))
+    if provenance:
+        query = sql.SQL(
+            "SELECT r.question, r.answer, r.system, r.sample_id, CAST(r.extra->>'job_id' AS bigint), "
+            "j.teacher->>'model', s.item_index FROM dataset_row r "
+            "LEFT JOIN sample s ON s.id = r.sample_id "
+            "LEFT JOIN job j ON j.id = CAST(r.extra->>'job_id' AS bigint) "
+            "WHERE {} ORDER BY r.row_index"
+        ).format(where)
+        schema = pa.schema([*FLAT_SCHEMA, *PROVENANCE_SCHEMA])
+        teacher = sql.SQL(" + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)")
+    else:
+        query = sql.SQL(
+            "SELECT r.question, r.answer, r.system FROM dataset_row r WHERE {} ORDER BY r.row_index"
+        ).format(where)
+        schema = FLAT_SCHEMA
+        teacher = sql.SQL("")
+    longest = sql.SQL(
+        "SELECT max(octet_length(r.question) + coalesce(octet_length(r.answer), 0) "
+        "+ coalesce(octet_length(r.system), 0)){} FROM dataset_row r WHERE {}"
+    ).format(teacher, where)
+    return copy_batches(engine, query, schema, longest=longest, batch_bytes=batch_bytes)
