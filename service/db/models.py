@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -24,14 +25,36 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db.base import Base, created_at_column, status_check
 
 ROLES = ("admin", "reviewer", "viewer")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TASK_KINDS = ("generate", "filter", "export", "train", "freeze")
 PARSE_STATUSES = ("ok", "failed")
 REVIEW_STATUSES = ("pending", "accepted", "rejected")
 SPLITS = ("train", "test")
 ROW_SOURCES = ("teacher", "ground_truth")
 TRAINING_METHODS = ("full", "lora")
+
+
+class WorkStatus(StrEnum):
+    """The status of a queue task and of what owns tasks: a job, filter run, training run or dataset
+    version (its freeze). The queue moves them all the same way (service/queue/owners.py)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Still to do (a worker may be at it): the only statuses cancel, fail and finish move an owner from.
+ACTIVE_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.QUEUED, WorkStatus.RUNNING})
+# Final: an owner here is never moved again, except a failed or cancelled one that is requeued.
+FINISHED_STATUSES: frozenset[WorkStatus] = frozenset(
+    {WorkStatus.SUCCEEDED, WorkStatus.FAILED, WorkStatus.CANCELLED}
+)
+# What a resume may requeue (a succeeded owner has nothing left to do).
+REQUEUEABLE_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.FAILED, WorkStatus.CANCELLED})
+
+JOB_STATUSES: tuple[str, ...] = tuple(status.value for status in WorkStatus)
+TASK_STATUSES: tuple[str, ...] = JOB_STATUSES
 
 
 class ApiToken(Base):

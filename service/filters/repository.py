@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import ColumnElement, Float, and_, func, literal, or_, select, text, update
+from sqlalchemy import ColumnElement, Float, and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from service.db.models import DatasetRow, DatasetVersion, Event, FilterRun, FilterVerdict, Sample, Task
+from service.db.models import DatasetRow, DatasetVersion, Event, FilterRun, FilterVerdict, Sample
 from service.filters.records import SampleRecord, Verdict
 from service.filters.selection import current_answer, current_question
+from service.queue.owners import cancel_owner
 
 
 def score_key() -> ColumnElement[float]:
@@ -197,25 +198,16 @@ def dataset_row_texts(
             after = rows[-1][0]
 
 
-def lock_filter_run(session: Session, run_id: int) -> FilterRun | None:
-    return session.get(FilterRun, run_id, with_for_update=True)
+def cancel_filter_run_rows(session: Session, run: FilterRun) -> int | None:
+    """Cancel the run and its unfinished task; how many tasks were cancelled, None if it had finished.
 
-
-def cancel_filter_run_rows(session: Session, run: FilterRun) -> int:
-    """Cancel the run and its unfinished task (a worker's chunk in flight commits first, then stops)."""
-    session.execute(
-        update(FilterRun).where(FilterRun.id == run.id).values(status="cancelled", finished_at=func.now())
-    )
-    cancelled = session.execute(
-        update(Task)
-        .where(Task.filter_run_id == run.id, Task.status.in_(("queued", "running")))
-        .values(status="cancelled", finished_at=func.now(), lease_expires_at=None)
-        .returning(Task.id)
-    )
-    count = len(cancelled.all())
+    Task first, then the run (see service.queue.owners.cancel_owner): a worker's chunk in flight
+    commits first, then its next fence finds the task cancelled and stops.
+    """
     session.flush()
+    cancelled = cancel_owner(session, "filter_run_id", run.id)
     session.refresh(run)
-    return count
+    return cancelled
 
 
 def list_events(

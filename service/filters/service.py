@@ -119,16 +119,13 @@ def sample_verdicts(session: Session, sample_id: int) -> list[FilterVerdict]:
 
 def cancel_filter_run(session: Session, run_id: int, *, principal: Principal) -> FilterRun:
     """Stop a queued or running run (verdicts written so far stay); 409 when it has finished."""
-    run = repository.lock_filter_run(session, run_id)
-    if run is None:
-        raise NotFoundError(f"filter run {run_id} does not exist")
-    if run.status in ("succeeded", "failed", "cancelled"):
+    run = get_filter_run(session, run_id)
+    if repository.cancel_filter_run_rows(session, run) is None:  # finished before, or meanwhile
         raise ConflictError(
             f"filter run {run_id} has already finished ({run.status}).",
             title="Filter Run Already Finished",
             slug="filter-run-finished",
         )
-    repository.cancel_filter_run_rows(session, run)
     record_event(session, "cancelled", f"cancelled by {principal.name!r}", filter_run_id=run_id)
     session.flush()
     return run

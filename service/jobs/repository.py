@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db.models import Event, Job, Task
-
-ACTIVE_STATUSES = ("queued", "running")
+from service.queue.owners import cancel_owner
 
 
 def lock_idempotency_key(session: Session, key: str) -> None:
@@ -49,26 +48,13 @@ def list_shards(session: Session, job_id: int) -> list[Task]:
 def cancel_job_rows(session: Session, job: Job) -> int | None:
     """Cancel the job and its unfinished tasks; how many tasks were cancelled, None if it had finished.
 
-    Tasks first, then the job: a worker's fenced write locks its task row and then the job's, so the
-    same order here can only wait for the chunk in flight (which stays), never deadlock with it; the
-    worker's next fence then finds its task cancelled and stops.
+    Tasks first, then the job (see service.queue.owners.cancel_owner): this can only wait for a
+    worker's chunk in flight (which stays), never deadlock with it.
     """
-    cancelled = session.execute(
-        update(Task)
-        .where(Task.job_id == job.id, Task.status.in_(ACTIVE_STATUSES))
-        .values(status="cancelled", finished_at=func.now(), lease_expires_at=None)
-        .returning(Task.id)
-    )
-    count = len(cancelled.all())
-    stopped = session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_(ACTIVE_STATUSES))
-        .values(status="cancelled", finished_at=func.now())
-        .returning(Job.id)
-    ).first()
     session.flush()
+    cancelled = cancel_owner(session, "job_id", job.id)
     session.refresh(job)
-    return count if stopped is not None else None
+    return cancelled
 
 
 def list_events(

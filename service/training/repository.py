@@ -6,16 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Float, and_, cast, false, func, or_, select, true, update
+from sqlalchemy import BigInteger, ColumnElement, Float, and_, cast, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, EvaluationItem, Event, Job, Task, TrainingMetric, TrainingRun
+from service.queue.owners import cancel_owner, requeue_owner
 
-ACTIVE_STATUSES = ("queued", "running")
 
-
-def get_run(session: Session, run_id: int, *, for_update: bool = False) -> TrainingRun | None:
-    return session.get(TrainingRun, run_id, with_for_update=for_update)
+def get_run(session: Session, run_id: int) -> TrainingRun | None:
+    return session.get(TrainingRun, run_id)
 
 
 def add_run(session: Session, **values: Any) -> TrainingRun:
@@ -116,54 +115,29 @@ def list_events(
     return list(rows), total
 
 
-def cancel_run_rows(session: Session, run: TrainingRun) -> int:
-    """Cancel the run and its unfinished task; returns how many tasks were cancelled.
+def cancel_run_rows(session: Session, run: TrainingRun) -> int | None:
+    """Cancel the run and its unfinished task; how many tasks were cancelled, None if it had finished.
 
-    A worker's fenced write locks the task row, so this waits for the write in flight; the worker's
-    heartbeat then finds the task cancelled and stops the training process.
+    Task first, then the run (see service.queue.owners.cancel_owner): this waits for a worker's
+    write in flight, never deadlocks with it; the worker's heartbeat then finds the task cancelled
+    and stops the training process.
     """
-    session.execute(
-        update(TrainingRun).where(TrainingRun.id == run.id).values(status="cancelled", finished_at=func.now())
-    )
-    cancelled = session.execute(
-        update(Task)
-        .where(Task.training_run_id == run.id, Task.status.in_(ACTIVE_STATUSES))
-        .values(status="cancelled", finished_at=func.now(), lease_expires_at=None)
-        .returning(Task.id)
-    )
-    count = len(cancelled.all())
     session.flush()
+    cancelled = cancel_owner(session, "training_run_id", run.id)
     session.refresh(run)
-    return count
+    return cancelled
 
 
-def requeue_run_rows(session: Session, run: TrainingRun) -> int:
+def requeue_run_rows(session: Session, run: TrainingRun) -> int | None:
     """Queue a cancelled or failed run again: its task keeps its cursor (phase), its attempts restart.
 
-    Returns the task id. The worker that claims it resumes from the run's last complete checkpoint.
+    Returns the task id, None if the run is not cancelled or failed. The worker that claims it
+    resumes from the run's last complete checkpoint.
     """
-    session.execute(
-        update(TrainingRun)
-        .where(TrainingRun.id == run.id)
-        .values(status="queued", error=None, finished_at=None)
-    )
-    task_id = session.execute(
-        update(Task)
-        .where(Task.id == select(func.max(Task.id)).where(Task.training_run_id == run.id).scalar_subquery())
-        .values(
-            status="queued",
-            attempts=0,
-            run_after=func.now(),
-            finished_at=None,
-            last_error=None,
-            worker_id=None,
-            lease_expires_at=None,
-        )
-        .returning(Task.id)
-    ).scalar_one()
     session.flush()
+    task_id = requeue_owner(session, "training_run_id", run.id)
     session.refresh(run)
-    return int(task_id)
+    return task_id
 
 
 def evaluation_item_condition(item_filter: str) -> ColumnElement[bool]:

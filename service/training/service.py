@@ -23,7 +23,6 @@ from service.training.progress import RATE_WINDOW, phase_of
 from service.training.schemas import EvaluationSettings, StudentSpec, TrainingRunCreate
 from service.training.scratch_tokenizer import resolve_scratch_tokenizer
 
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 Loc = tuple[str | int, ...]
 
 
@@ -187,10 +186,9 @@ def list_runs(
 
 def cancel_run(session: Session, run_id: int, *, principal: Principal) -> RunDetailView:
     """Cancel a queued or running run (the worker kills its training process); 409 when finished."""
-    run = repository.get_run(session, run_id, for_update=True)
-    if run is None:
-        raise NotFoundError(f"training run {run_id} does not exist")
-    if run.status in FINISHED_STATUSES:
+    run = get_run(session, run_id)
+    cancelled = repository.cancel_run_rows(session, run)
+    if cancelled is None:  # finished before, or while this waited for a worker's write
         raise ConflictError(
             f"training run {run_id} has already finished ({run.status}); only queued or running runs "
             "can be cancelled.",
@@ -198,7 +196,6 @@ def cancel_run(session: Session, run_id: int, *, principal: Principal) -> RunDet
             slug="training-run-finished",
             run_status=run.status,
         )
-    cancelled = repository.cancel_run_rows(session, run)
     record_event(
         session,
         "cancelled",
@@ -213,18 +210,16 @@ def cancel_run(session: Session, run_id: int, *, principal: Principal) -> RunDet
 
 def resume_run(session: Session, run_id: int, *, principal: Principal) -> RunDetailView:
     """Queue a cancelled or failed run again; it continues from its last checkpoint. 409 otherwise."""
-    run = repository.get_run(session, run_id, for_update=True)
-    if run is None:
-        raise NotFoundError(f"training run {run_id} does not exist")
-    if run.status not in ("cancelled", "failed"):
+    run = get_run(session, run_id)
+    previous = run.status
+    task_id = repository.requeue_run_rows(session, run)
+    if task_id is None:
         raise ConflictError(
             f"training run {run_id} is {run.status}; only cancelled or failed runs can be resumed.",
             title="Training Run Not Resumable",
             slug="training-run-not-resumable",
             run_status=run.status,
         )
-    previous = run.status
-    task_id = repository.requeue_run_rows(session, run)
     record_event(
         session,
         "requeued",

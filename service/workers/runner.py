@@ -27,7 +27,7 @@ from service.db.session import transaction
 from service.events import record_event
 from service.queue.claims import ClaimedTask, claim_tasks
 from service.queue.leases import LeaseLost, complete_task, release_task, retry_or_fail_task
-from service.queue.owners import owner_ids
+from service.queue.owners import ACTIVE_SQL, owner_ids
 from service.queue.reaper import reap_expired_tasks
 from service.settings import Settings
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome, is_connection_error
@@ -219,7 +219,7 @@ class _WorkerLoop:
                 session.execute(
                     text(
                         "SELECT EXISTS (SELECT 1 FROM task WHERE kind = ANY(:kinds) "
-                        "AND status IN ('queued', 'running'))"
+                        f"AND status IN {ACTIVE_SQL})"
                     ),
                     {"kinds": self.kinds},
                 ).scalar_one()
