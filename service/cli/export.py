@@ -10,6 +10,7 @@ memory. Either way the folder loads with `datasets.load_dataset(DIR)` (jsonl, pa
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 import tempfile
@@ -101,7 +102,7 @@ def _export_over_api(
             archive = Path(scratch) / "export.tar"
             with Progress(*columns, console=console) as progress:
                 bar = progress.add_task(f"{name}: the server is writing the export", total=None)
-                client.download(
+                headers = client.download(
                     f"/v1/datasets/{dataset_id}/export",
                     archive,
                     params={"format": fmt, "container": container, "split": "all"},
@@ -111,8 +112,15 @@ def _export_over_api(
                     on_bytes=lambda n: progress.advance(bar, n),
                 )
             _unpack_single_folder(archive, Path(scratch) / "unpacked", out_dir)
-    counts = version["row_counts"]
-    return {split: int(counts[split]) for split in ("train", "test") if counts.get(split)}, name
+    # Rows per split as written (a preference export has a pair per prompt, not a row per sample).
+    try:
+        written = json.loads(headers.get("x-row-counts", ""))
+    except ValueError:
+        written = None
+    if not isinstance(written, dict):
+        counts = version["row_counts"]
+        written = {split: counts[split] for split in ("train", "test") if counts.get(split)}
+    return {str(split): int(n) for split, n in written.items()}, name
 
 
 def _unpack_single_folder(archive: Path, scratch: Path, out_dir: Path) -> None:

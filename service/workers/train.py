@@ -15,35 +15,30 @@ the phase it was in:
    on them with vLLM, one model at a time; each model's score is stored as it arrives.
 
 Cancel, a lost lease or a crash of this worker ends the child (killed, or it notices its parent is
-gone); a graceful stop (SIGTERM) asks it to checkpoint first, then releases the task.
+gone); a graceful stop (SIGTERM) asks it to checkpoint first, then releases the task. The child
+processes are run by train_supervision.py; what the worker stores while they work, by
+train_monitors.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import cast, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from generator.engines.base import TeacherConfig
-from service.db.models import DatasetRow, DatasetVersion, Sample, TrainingMetric, TrainingRun
+from service.db.models import DatasetRow, DatasetVersion, Sample, TrainingRun
 from service.db.session import get_engine
 from service.events import record_event
 from service.filters.builtin.verifier import reference_value
 from service.filters.specs import VerifierParams
-from service.queue.leases import LeaseLost
 from service.settings import Settings
 from service.training.progress import CURSOR_DONE, CURSOR_EVALUATING, CURSOR_TRAINING
 from service.training.schemas import TRAINING_KEY
@@ -62,31 +57,26 @@ from service.workers.evaluate import (
     write_items,
 )
 from service.workers.train_child import (
-    ERROR_FILE,
-    EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_STOPPED,
-    LOG_FILE,
     PROGRESS_FILE,
-    REQUEST_FILE,
     RESULT_FILE,
     SCORES_FILE,
-    write_json_atomic,
 )
-from trainer.run_folder import INIT_DIR, METRICS_FILE, RESOLVED_SPEC_FILE, list_checkpoints
+from service.workers.train_monitors import (
+    SCHEDULE_DEFAULTS_KEY,
+    ScoreMonitor,
+    TrainingMonitor,
+    merged_results,
+)
+from service.workers.train_supervision import raise_child_failure, run_child
+from trainer.run_folder import INIT_DIR, list_checkpoints
 
 DATA_DIR = "data"
 DATA_COMPLETE = ".complete"
 EVAL_DIR = "evaluation"
-CHILD_PID_FILE = "child.pid"
 EVALUATION_ITEMS = "items.jsonl"
 IN_TRAINING_ITEMS = "in_training_items.jsonl"  # the first evaluation items, scored while training
-# How often the worker reads the child's files and writes what is new (bounded by the poll setting).
-SYNC_MIN_SECONDS, SYNC_MAX_SECONDS = 0.2, 2.0
-# A graceful stop lets the child finish its step and save a checkpoint; then it is killed.
-STOP_GRACE_SECONDS = 120.0
-KILL_WAIT_SECONDS = 30.0
-LOG_TAIL_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -208,14 +198,14 @@ def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
         },
     }
     monitor = TrainingMonitor(ctx, run.id, out)
-    code = _run_child(ctx, "train", request, out, monitor.sync)
+    code = run_child(ctx, "train", request, out, monitor.sync)
     monitor.sync()
     if code != EXIT_OK and ctx.stop_requested:
         return TaskOutcome.STOPPED
     if code == EXIT_STOPPED:
         return TaskOutcome.STOPPED
     if code != EXIT_OK:
-        _raise_child_failure("training", code, out)
+        raise_child_failure("training", code, out)
     result = json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))
     if accuracy:
         result.update(
@@ -227,7 +217,6 @@ def _train_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcome:
     return TaskOutcome.DONE
 
 
-SCHEDULE_DEFAULTS_KEY = "defaults"
 # What the run's `results.training` keeps of the trainer's result.
 OUTCOME_KEYS = (
     "global_step",
@@ -317,11 +306,11 @@ def _teacher_score(
         "max_new_tokens": int(settings.get("max_new_tokens", 64)),
         "models": [{"name": TEACHER, "config": teacher.model_dump(mode="json")}],
     }
-    code = _run_child(ctx, "evaluate", request, out, lambda: None)
+    code = run_child(ctx, "evaluate", request, out, lambda: None)
     if code != EXIT_OK and ctx.stop_requested:
         return None
     if code != EXIT_OK:
-        _raise_child_failure("scoring the teacher for the in-training target", code, out)
+        raise_child_failure("scoring the teacher for the in-training target", code, out)
     score = read_scores(scores_path)[TEACHER]
     verdicts = score.verdicts[:in_training]
     accuracy = sum(verdicts) / len(verdicts) if verdicts else 0.0
@@ -348,12 +337,6 @@ def _verifier_params(settings: dict[str, Any]) -> VerifierParams:
         tolerance=settings.get("tolerance", 1e-6),
         relative_tolerance=settings.get("relative_tolerance", 0.0),
     )
-
-
-def merged_results(patch: dict[str, Any]) -> Any:
-    """SQL for `results` with `patch`'s keys replaced: the evaluation table and the training outcome
-    are written at different times and must not erase each other."""
-    return func.coalesce(TrainingRun.results, cast(literal("{}"), JSONB)).op("||")(cast(patch, JSONB))
 
 
 def _materialise_dataset(ctx: TaskContext, run: RunSnapshot, out: Path) -> Path:
@@ -441,121 +424,6 @@ def _finish_training(ctx: TaskContext, run_id: int, result: dict[str, Any], out:
     ctx.fenced(write)
 
 
-class TrainingMonitor:
-    """Tails the training child's files; each `sync` writes what is new in one fenced transaction."""
-
-    def __init__(self, ctx: TaskContext, run_id: int, out: Path) -> None:
-        self.ctx = ctx
-        self.run_id = run_id
-        self.out = out
-        self.offset = 0  # bytes of metrics.jsonl already read (the whole file is re-read by a new worker)
-        self.pending: dict[int, dict[str, Any]] = {}
-        self.progress_mtime: float | None = None
-        self.resolved_stored = False
-        # Checkpoints of earlier attempts are not news (their events were recorded then).
-        self.checkpoints = [str(path) for path in list_checkpoints(out)]
-
-    def _new_metric_rows(self) -> dict[int, dict[str, Any]]:
-        path = self.out / METRICS_FILE
-        if not path.exists():
-            return {}
-        with path.open("rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        end = data.rfind(b"\n")
-        if end < 0:
-            return {}  # only part of a line so far
-        self.offset += end + 1
-        rows: dict[int, dict[str, Any]] = {}
-        for line in data[: end + 1].splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash of an earlier child
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows[row["step"]] = row  # the last line of a step carries all its values
-        return rows
-
-    def _progress(self) -> dict[str, Any] | None:
-        path = self.out / PROGRESS_FILE
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return None
-        if mtime == self.progress_mtime:
-            return None
-        try:
-            progress = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        self.progress_mtime = mtime
-        return progress if isinstance(progress, dict) else None
-
-    def _resolved_config(self) -> dict[str, Any] | None:
-        """The spec as the trainer resolved it (schedule defaults chosen), once, for the run's `config`."""
-        if self.resolved_stored:
-            return None
-        try:
-            resolved = json.loads((self.out / RESOLVED_SPEC_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        if not isinstance(resolved, dict) or not isinstance(resolved.get("spec"), dict):
-            return None
-        return {**resolved["spec"], SCHEDULE_DEFAULTS_KEY: resolved.get("defaults") or {}}
-
-    def sync(self) -> None:
-        self.pending.update(self._new_metric_rows())
-        progress = self._progress()
-        config = self._resolved_config()
-        checkpoints = [str(path) for path in list_checkpoints(self.out)]
-        new_checkpoints = [c for c in checkpoints if c not in self.checkpoints]
-        if not (self.pending or progress or config or checkpoints != self.checkpoints):
-            return
-        rows = dict(self.pending)
-
-        def write(session: Session, committed: int) -> None:
-            if rows:
-                statement = insert(TrainingMetric).values(
-                    [
-                        {"training_run_id": self.run_id, "step": step, "data": data}
-                        for step, data in rows.items()
-                    ]
-                )
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["training_run_id", "step"],
-                        set_={"data": statement.excluded.data, "created_at": func.now()},
-                    )
-                )
-            values: dict[str, Any] = {"checkpoints": checkpoints}
-            if config is not None:
-                values["config"] = config
-            if progress is not None and isinstance(progress.get("step"), int):
-                values["step"] = progress["step"]
-                if progress.get("total_steps"):
-                    values["total_steps"] = int(progress["total_steps"])
-            speeds = [r["tokens_per_second"] for _, r in sorted(rows.items()) if r.get("tokens_per_second")]
-            if speeds:
-                values["tokens_per_second"] = speeds[-1]
-            session.execute(update(TrainingRun).where(TrainingRun.id == self.run_id).values(**values))
-            for path in new_checkpoints:
-                name = Path(path).name
-                record_event(
-                    session,
-                    "checkpoint",
-                    f"{name} saved",
-                    training_run_id=self.run_id,
-                    task_id=self.ctx.task.id,
-                    data={"checkpoint": name, "path": path, "step": int(name.rsplit("-", 1)[1])},
-                )
-
-        self.ctx.fenced(write)
-        for step in rows:
-            self.pending.pop(step, None)
-        self.checkpoints = checkpoints
-        self.resolved_stored = self.resolved_stored or config is not None
-
-
 # --- phase 2: evaluation ----------------------------------------------------------------------
 
 
@@ -582,13 +450,13 @@ def _evaluate_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcom
         "models": [{"name": name, "config": config.model_dump(mode="json")} for name, config in models],
     }
     monitor = ScoreMonitor(ctx, run.id, items, params, source, scores_path)
-    code = _run_child(ctx, "evaluate", request, out, monitor.sync)
+    code = run_child(ctx, "evaluate", request, out, monitor.sync)
     if code != EXIT_OK and ctx.stop_requested:
         monitor.sync()
         return TaskOutcome.STOPPED
     if code != EXIT_OK:
         monitor.sync()
-        _raise_child_failure("evaluation", code, out)
+        raise_child_failure("evaluation", code, out)
     scores = read_scores(scores_path)
     table = comparison_table(items, params, source, scores)
     _finish_evaluation(ctx, run.id, table, _table_summary(table), evaluation_item_rows(run.id, items, scores))
@@ -696,53 +564,6 @@ def _positions(model_dir: Path) -> int | None:
     return value if isinstance(value, int) and value >= 16 else None
 
 
-class ScoreMonitor:
-    """Stores each model's score (a partial table) as soon as the evaluation child writes it."""
-
-    def __init__(
-        self,
-        ctx: TaskContext,
-        run_id: int,
-        items: list[EvalItem],
-        params: VerifierParams,
-        source: str,
-        scores_path: Path,
-    ) -> None:
-        self.ctx = ctx
-        self.run_id = run_id
-        self.items = items
-        self.params = params
-        self.source = source
-        self.scores_path = scores_path
-        self.stored: set[str] = set()
-
-    def sync(self) -> None:
-        scores = read_scores(self.scores_path)
-        new = [name for name in scores if name not in self.stored]
-        if not new:
-            return
-        table = comparison_table(self.items, self.params, self.source, scores)
-
-        def write(session: Session, committed: int) -> None:
-            session.execute(
-                update(TrainingRun).where(TrainingRun.id == self.run_id).values(results=merged_results(table))
-            )
-            for name in new:
-                score = scores[name]
-                record_event(
-                    session,
-                    "scored",
-                    f"{name.replace('_', ' ')} ({score.model}): {score.accuracy:.3f} "
-                    f"({score.correct}/{score.items} {self.params.mode})",
-                    training_run_id=self.run_id,
-                    task_id=self.ctx.task.id,
-                    data={"name": name, **score.summary()},
-                )
-
-        self.ctx.fenced(write)
-        self.stored.update(new)
-
-
 def _table_summary(table: dict[str, Any]) -> str:
     def accuracy(name: str) -> str:
         score = table.get(name)
@@ -785,91 +606,3 @@ def _finish_evaluation(
         )
 
     ctx.fenced(write)
-
-
-# --- the child process ------------------------------------------------------------------------
-
-
-def _run_child(
-    ctx: TaskContext, phase: str, request: dict[str, Any], out: Path, sync: Callable[[], None]
-) -> int:
-    """Run `train_child <phase>` to its end, calling `sync` every poll; returns its exit code.
-
-    Raises:
-        LeaseLost: the task was cancelled or taken over (the child is killed first).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    request_path = out / f"{phase}_{REQUEST_FILE}"
-    write_json_atomic(request_path, request)
-    interval = min(max(ctx.settings.poll_seconds, SYNC_MIN_SECONDS), SYNC_MAX_SECONDS)
-    command = [sys.executable, "-m", "service.workers.train_child", phase, str(request_path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with (out / LOG_FILE).open("ab") as log:
-        log.write(
-            f"--- {phase} (task {ctx.task.id}, attempt {ctx.task.attempts}, {ctx.worker_id})\n".encode()
-        )
-        log.flush()
-        child = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-    (out / CHILD_PID_FILE).write_text(str(child.pid), encoding="utf-8")
-    ctx.logger.info("training run %s: %s process %d started", request["run_id"], phase, child.pid)
-    try:
-        while True:
-            code = child.poll()
-            if code is not None:
-                return code
-            if ctx.lease_lost.is_set():
-                _kill(child)
-                ctx.fenced(lambda session, committed: None)  # raises LeaseLost with the reason
-                raise LeaseLost(ctx.task.id, "the heartbeat found the task no longer held")
-            if ctx.stop_requested:
-                ctx.logger.info("training run %s: stopping the %s process", request["run_id"], phase)
-                return _stop(child, sync)
-            sync()
-            ctx.stop.wait(interval)
-    finally:
-        if child.poll() is None:
-            _kill(child)
-
-
-def _stop(child: subprocess.Popen[bytes], sync: Callable[[], None]) -> int:
-    """SIGTERM (training checkpoints and exits), keep syncing while it does, then kill what is left."""
-    child.send_signal(signal.SIGTERM)
-    try:
-        for _ in range(int(STOP_GRACE_SECONDS)):
-            try:
-                return child.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                sync()
-    except LeaseLost:
-        pass
-    _kill(child)
-    return child.returncode
-
-
-def _kill(child: subprocess.Popen[bytes]) -> None:
-    child.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(timeout=KILL_WAIT_SECONDS)
-
-
-def _raise_child_failure(phase: str, code: int, out: Path) -> None:
-    error: dict[str, Any] = {}
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        error = json.loads((out / ERROR_FILE).read_text(encoding="utf-8"))
-    message = str(error.get("error") or "")
-    if code == EXIT_BAD_INPUT or error.get("permanent"):
-        raise PermanentTaskError(f"{phase}: {message or f'the {phase} process refused its input'}")
-    if not message:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        message = f"the {phase} process {how}; last lines of {out / LOG_FILE}: {_log_tail(out)}"
-    raise RuntimeError(f"{phase}: {message}")
-
-
-def _log_tail(out: Path) -> str:
-    try:
-        lines = (out / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:])

@@ -70,7 +70,12 @@ def test_export_goes_over_the_api_and_starts_no_database(
     result = hardlabel("export", str(version["id"]), "--container", container, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
-    loaded: Any = load_dataset(str(out)) if container == "jsonl" else load_from_disk(str(out))
+    # A fresh cache: `datasets` caches a local folder by its path, and other tests export to "out" too.
+    loaded: Any = (
+        load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+        if container == "jsonl"
+        else load_from_disk(str(out))
+    )
     counts = version["row_counts"]
     assert {split: len(loaded[split]) for split in loaded} == {
         "train": counts["train"],
@@ -81,6 +86,9 @@ def test_export_goes_over_the_api_and_starts_no_database(
 
     again = hardlabel("export", str(version["id"]), "--container", container, "--out", str(out), "--force")
     assert again.exit_code == 0, again.output
+    pairs = hardlabel("export", str(version["id"]), "--format", "preference", "--out", str(tmp_path / "p"))
+    assert pairs.exit_code == 2, "no rejected answers here: no preference pairs, and it says so"
+    assert "preference" in pairs.stderr
     missing = one_line_error(hardlabel("export", "987654321", "--out", str(tmp_path / "x")))
     assert "dataset version 987654321 does not exist" in missing
 
