@@ -26,15 +26,12 @@ import json
 import random
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generator.derived_seeds import derive_seed
 from generator.errors import RecipeError
-
-if TYPE_CHECKING:
-    from generator.recipe import Recipe
 
 SeedFormat = Literal["jsonl", "json", "csv", "parquet"]
 _SUFFIX_FORMATS: dict[str, SeedFormat] = {
@@ -85,7 +82,19 @@ class SeedSpec(BaseModel):
         return self
 
 
-def load_seed_rows(recipe: Recipe, base_dir: Path | None = None) -> list[dict[str, Any]]:
+class Seeded(Protocol):
+    """What seed rows depend on: a recipe's `seeds` block and its `seed` (generator.recipe.Recipe).
+
+    A protocol, so this module needs nothing of the recipe module, which builds on it."""
+
+    @property
+    def seeds(self) -> SeedSpec: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def load_seed_rows(recipe: Seeded, base_dir: Path | None = None) -> list[dict[str, Any]]:
     """The recipe's seed rows in item order (position == item_index); deterministic per recipe.
 
     Args:

@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(recipes_router, prefix=API_PREFIX)
     app.include_router(jobs_router, prefix=API_PREFIX)
-    app.include_router(reviews_router, prefix=API_PREFIX)  # before samples: /samples/summary is not an id
+    app.include_router(reviews_router, prefix=API_PREFIX)
     app.include_router(samples_router, prefix=API_PREFIX)
     app.include_router(filters_router, prefix=API_PREFIX)
     app.include_router(datasets_router, prefix=API_PREFIX)

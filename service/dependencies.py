@@ -22,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service.auth import Principal, authenticate, needs_last_used_update, require, touch_token
 from service.errors import ValidationProblem, field_error
-from service.filters.stored_text import storable_text_problem
 from service.pagination import PageParams, page_params, settings_of
 from service.settings import Settings
+from service.stored_text import storable_text_problem
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.filters.stored_text import StoredText
 from service.limits import BIGINT_MAX, INT_MAX
 from service.reviews.schemas import Tag
+from service.stored_text import StoredText
 
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 ReviewStatus = Literal["pending", "accepted", "rejected"]

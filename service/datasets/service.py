@@ -24,7 +24,7 @@ from service.filters.schemas import redacted_filter_spec
 from service.filters.selection import current_answer, selection_conditions
 from service.filters.stages import resolve_stage
 from service.queue.enqueue import enqueue_tasks
-from service.reviews.conditions import review_status_condition, tags_condition
+from service.samples.conditions import review_status_condition, tags_condition
 from service.settings import Settings
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 from service.filters.selection import SampleSelection
 from service.filters.specs import FilterSpec
-from service.filters.stored_text import storable_anywhere
+from service.stored_text import storable_anywhere
 
 FilterRunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
-from service.filters.stored_text import StoredText
 from service.limits import BIGINT_MAX
+from service.stored_text import StoredText
 
 JobId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 

@@ -10,11 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from service.dependencies import Reviewer, SessionDep, Viewer
-from service.filters.stored_text import StoredText
+from service.errors import problem_responses
 from service.limits import BIGINT_MAX
 from service.reviews import service
 from service.reviews.schemas import BulkReview, BulkReviewResult, ReviewSummary, SampleReviewPatch
+from service.samples import service as samples_service
 from service.samples.schemas import SampleDetail
+from service.stored_text import StoredText
 
 router = APIRouter(prefix="/samples", tags=["review"])
 
@@ -36,6 +38,14 @@ def review_summary(
 def bulk_review(body: BulkReview, principal: Reviewer, session: SessionDep) -> BulkReviewResult:
     """Accept, reject or reset (and tag) every sample a query matches; says how many changed."""
     return service.bulk_review(session, body, principal=principal)
+
+
+@router.get("/{sample_id}", response_model=SampleDetail, responses=problem_responses(404), tags=["samples"])
+def get_sample(
+    _: Viewer, session: SessionDep, sample_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+) -> SampleDetail:
+    """One sample with its seed inputs, provenance, filter verdicts (with reasons) and revisions."""
+    return service.curated_sample_detail(session, samples_service.get_sample(session, sample_id))
 
 
 @router.patch("/{sample_id}", response_model=SampleDetail)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.filters.stored_text import StoredText
 from service.samples.query import SampleQuery
+from service.stored_text import StoredText
 
 ReviewAction = Literal["accept", "reject", "reset"]
 # Tags are listed comma-separated in query strings, so a tag holds no comma.
@@ -98,19 +97,6 @@ class BulkReview(BaseModel):
 class BulkReviewResult(BaseModel):
     matched: int = Field(description="Samples the query matched.")
     changed: int = Field(description="Samples whose review status or tags actually changed.")
-
-
-class RevisionOut(BaseModel):
-    """One edit: the text before and after, who made it and when."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    field: Literal["question", "answer"]
-    old_text: str | None
-    new_text: str
-    edited_by: int | None
-    created_at: datetime
 
 
 class ReviewCounts(BaseModel):

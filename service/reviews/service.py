@@ -21,11 +21,10 @@ from service.reviews.schemas import (
     FilterOutcome,
     ReviewCounts,
     ReviewSummary,
-    RevisionOut,
     SampleReviewPatch,
 )
 from service.samples.query import sample_conditions
-from service.samples.schemas import SampleDetail
+from service.samples.schemas import RevisionOut, SampleDetail
 
 
 def review_sample(

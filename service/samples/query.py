@@ -14,9 +14,9 @@ from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
 from service.filters.conditions import failed_condition, passed_conditions, score_conditions
-from service.filters.stored_text import storable_text
 from service.limits import BIGINT_MAX, INT_MAX
-from service.reviews.conditions import review_status_condition, reviewer_condition, tags_condition
+from service.samples.conditions import review_status_condition, reviewer_condition, tags_condition
+from service.stored_text import storable_text
 
 
 class SampleQuery(BaseModel):

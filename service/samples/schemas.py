@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from service.filters.schemas import VerdictOut
-from service.reviews.schemas import RevisionOut
 from service.samples.query import SampleQuery
 
 
@@ -58,6 +57,19 @@ class SampleOut(BaseModel):
     @property
     def answer(self) -> str | None:
         return self.edited_answer if self.edited_answer is not None else self.teacher_answer
+
+
+class RevisionOut(BaseModel):
+    """One edit: the text before and after, who made it and when."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    field: Literal["question", "answer"]
+    old_text: str | None
+    new_text: str
+    edited_by: int | None
+    created_at: datetime
 
 
 class SampleDetail(SampleOut):

@@ -19,7 +19,7 @@ from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from generator.samples import GeneratedSample
-from service.filters.stored_text import with_unstorable_replaced
+from service.stored_text import with_unstorable_replaced
 
 
 @dataclass(frozen=True)
