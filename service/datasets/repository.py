@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, DatasetVersion, FilterRun, FilterVerdict, Job, Recipe, Sample
-from service.filters.selection import current_answer, current_question
+from service.samples.selection import current_answer, current_question
 
 # Rows per block of the content digest (see content_digest).
 DIGEST_BLOCK_ROWS = 10_000

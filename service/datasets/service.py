@@ -19,12 +19,16 @@ from service.datasets.schemas import ACCEPTED_OR_UNREVIEWED_PASSED_ALL, DatasetC
 from service.db.models import DatasetVersion, Sample
 from service.errors import ConflictError, NotFoundError, ValidationProblem
 from service.events import record_event
-from service.filters.conditions import passed_all_condition, passed_conditions
 from service.filters.schemas import redacted_filter_spec
-from service.filters.selection import current_answer, selection_conditions
-from service.filters.stages import resolve_stage
 from service.queue.enqueue import enqueue_tasks
-from service.samples.conditions import review_status_condition, tags_condition
+from service.samples.conditions import (
+    passed_all_condition,
+    passed_conditions,
+    review_status_condition,
+    tags_condition,
+)
+from service.samples.selection import current_answer, selection_conditions
+from service.samples.stages import resolve_stage
 from service.settings import Settings
 
 

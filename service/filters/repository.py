@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, DatasetVersion, Event, FilterRun, FilterVerdict, Sample
 from service.filters.records import SampleRecord, Verdict
-from service.filters.selection import current_answer, current_question
 from service.queue.owners import cancel_owner
+from service.samples.selection import current_answer, current_question
 
 
 def score_key() -> ColumnElement[float]:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from service.filters.selection import SampleSelection
 from service.filters.specs import FilterSpec
+from service.samples.selection import SampleSelection
 from service.stored_text import storable_anywhere
 
 FilterRunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -128,16 +128,3 @@ class FilterRunOut(BaseModel):
             items_per_second=rate,
             eta_seconds=eta,
         )
-
-
-class VerdictOut(BaseModel):
-    """A filter's verdict on a sample (the latest run of that filter name)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    filter_name: str
-    passed: bool
-    score: float | None
-    reason: str
-    filter_run_id: int
-    created_at: datetime

@@ -13,10 +13,10 @@ from service.events import record_event
 from service.filters import repository
 from service.filters.eval_sets import check_eval_set
 from service.filters.schemas import FilterRunCreate
-from service.filters.selection import ResolvedSelection, resolved_conditions
 from service.filters.specs import DecontaminationFilter, FilterSpec, LengthFilter, NearDupFilter, sample_order
-from service.filters.stages import resolve_stage
 from service.queue.enqueue import enqueue_tasks
+from service.samples.selection import ResolvedSelection, resolved_conditions
+from service.samples.stages import resolve_stage
 from service.settings import Settings
 
 PASS_ORDERS = ("first_id", "highest_score")

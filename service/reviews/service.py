@@ -10,9 +10,6 @@ from service.auth import Principal
 from service.db.models import FilterVerdict, Sample, SampleRevision
 from service.errors import NotFoundError, ValidationProblem
 from service.filters import repository as filters_repository
-from service.filters.conditions import failed_condition, passed_all_condition
-from service.filters.schemas import VerdictOut
-from service.filters.stages import resolve_stage
 from service.reviews import repository
 from service.reviews.repository import REVIEW_STATUS_OF
 from service.reviews.schemas import (
@@ -23,8 +20,10 @@ from service.reviews.schemas import (
     ReviewSummary,
     SampleReviewPatch,
 )
+from service.samples.conditions import failed_condition, passed_all_condition
 from service.samples.query import sample_conditions
-from service.samples.schemas import RevisionOut, SampleDetail
+from service.samples.schemas import RevisionOut, SampleDetail, VerdictOut
+from service.samples.stages import resolve_stage
 
 
 def review_sample(

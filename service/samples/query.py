@@ -13,9 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy import ColumnElement, func
 
 from service.db.models import Sample
-from service.filters.conditions import failed_condition, passed_conditions, score_conditions
 from service.limits import BIGINT_MAX, INT_MAX
-from service.samples.conditions import review_status_condition, reviewer_condition, tags_condition
+from service.samples.conditions import (
+    failed_condition,
+    passed_conditions,
+    review_status_condition,
+    reviewer_condition,
+    score_conditions,
+    tags_condition,
+)
 from service.stored_text import storable_text
 
 

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from service.filters.schemas import VerdictOut
 from service.samples.query import SampleQuery
 
 
@@ -57,6 +56,19 @@ class SampleOut(BaseModel):
     @property
     def answer(self) -> str | None:
         return self.edited_answer if self.edited_answer is not None else self.teacher_answer
+
+
+class VerdictOut(BaseModel):
+    """A filter's verdict on a sample (the latest run of that filter name)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    filter_name: str
+    passed: bool
+    score: float | None
+    reason: str
+    filter_run_id: int
+    created_at: datetime
 
 
 class RevisionOut(BaseModel):

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from service.datasets.schemas import DatasetCreate
 from service.datasets.service import version_conditions
-from service.filters.stages import resolve_stage
 from service.samples.query import SampleQuery, sample_conditions
+from service.samples.stages import resolve_stage
 from service.stats import repository
 from service.stats.schemas import Bucket, DatasetPreview, PassFail, ReviewTally, SampleCount, SampleStats
 

@@ -26,8 +26,8 @@ from service.filters import repository
 from service.filters.builtin import JudgeScorer, SampleFilter, build_filter
 from service.filters.normalization import preview
 from service.filters.records import SampleRecord, Verdict
-from service.filters.selection import ResolvedSelection, resolved_conditions
 from service.filters.specs import JUDGE_VARIABLES, FilterSpec, JudgeScoreFilter
+from service.samples.selection import ResolvedSelection, resolved_conditions
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
 
 # Samples per fenced write. Filters are cheap per sample, so chunks are far larger than generation's.
