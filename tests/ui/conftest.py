@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page
 
 from service.app import create_app
 from service.db.scratch import scratch_database
@@ -157,6 +157,28 @@ def page_errors(page: Page) -> Iterator[list[str]]:
     page.set_default_timeout(10_000)
     yield errors
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def _is_api_status(message: ConsoleMessage) -> bool:
+    """Chromium logs every 4xx answer of fetch() as a console error; an API problem the page shows
+    as a message is no error of the page's own."""
+    return message.text.startswith("Failed to load resource") and "/v1/" in message.location.get("url", "")
+
+
+@pytest.fixture
+def console_errors(page: Page) -> Iterator[list[str]]:
+    """Console errors of the page (API 4xx answers aside); a test fails if there are any."""
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(f"{message.text} ({message.location.get('url')})")
+            if message.type == "error" and not _is_api_status(message)
+            else None
+        ),
+    )
+    yield errors
+    assert not errors, f"console errors in the page: {errors}"
 
 
 @pytest.fixture

@@ -97,3 +97,14 @@ def test_unknown_or_malformed_job_ids_read_as_messages(admin_page: Page) -> None
     assert response.status == 404
     expect(page.locator("#not-found-message")).to_contain_text("There is no page at /ui/no-such-page")
     expect(page.locator("body")).not_to_contain_text("Traceback")
+
+
+def test_an_unknown_job_shows_only_its_error(admin_page: Page, console_errors: list[str]) -> None:
+    page = admin_page
+    page.goto("/ui/jobs/999999")
+    expect(page.locator("#problem")).to_be_visible()
+    expect(page.locator("#problem")).to_contain_text("job 999999 does not exist")
+    # No empty cards, and nothing to click that would lead to more errors.
+    expect(page.locator("main .card:visible")).to_have_count(0)
+    expect(page.locator("main button:visible, main a.button:visible")).to_have_count(0)
+    expect(page.locator("#browse-samples")).to_be_hidden()

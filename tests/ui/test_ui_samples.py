@@ -176,3 +176,26 @@ def test_bulk_reject_confirms_with_the_count(admin_page: Page, seeded: Seeded, a
     for sid in wrong:
         expect(page.locator(f"#sample-list li[data-sample-id='{sid}'] .badge")).to_have_text("rejected")
         assert api.get(f"/v1/samples/{sid}").json()["review_status"] == "rejected"
+
+
+def test_a_sample_reads_its_item_as_a_whole_number_and_its_reviewer_by_name(
+    admin_page: Page, seeded: Seeded, api: httpx.Client, console_errors: list[str]
+) -> None:
+    listed = api.get(
+        "/v1/samples",
+        params={
+            "job_id": seeded.self_instruct_job,
+            "stage": "answer",
+            "review_status": "accepted",
+            "limit": 200,
+        },
+    ).json()["items"]
+    sample = next(s for s in listed if s["item_index"] > 0 and s["sample_index"] == 0)
+    assert sample["reviewed_by"] == seeded.reviewer_id
+    page = admin_page
+    page.goto(f"/ui/samples/{sample['id']}")
+    head = page.locator("#sample-detail .sample-head")
+    expect(head).to_contain_text(f"item {sample['item_index']}")
+    expect(head).not_to_contain_text(f"item {sample['item_index']}.")
+    expect(head).to_contain_text("reviewed by rui (reviewer)")
+    expect(head).not_to_contain_text(f"#{seeded.reviewer_id}")

@@ -73,3 +73,41 @@ def test_a_viewer_browses_but_cannot_review(
     page.keyboard.press("a")
     expect(page.locator("#problem")).to_contain_text("Reviewing needs a reviewer or admin token")
     expect(page.locator("#sample-detail .review-status")).to_have_text(status_before)
+
+
+def test_a_wrong_token_shows_only_the_error(
+    page: Page, page_errors: list[str], console_errors: list[str]
+) -> None:
+    page.goto("/ui/sign-in?reason=expired&next=%2Fui%2Fsamples")
+    notice = page.locator("#sign-in-notice")
+    expect(notice).to_be_visible()
+    page.fill("#token", "hl_not-a-real-token")
+    page.click("#sign-in-button")
+    expect(page.locator("#problem")).to_contain_text("Sign-in failed: The token is not valid.")
+    expect(notice).to_be_hidden()
+
+
+def test_sign_out_stays_in_reach_on_a_narrow_screen(
+    page: Page, context: BrowserContext, seeded: Seeded, page_errors: list[str], console_errors: list[str]
+) -> None:
+    page.set_viewport_size({"width": 420, "height": 800})
+    sign_in_as(context, seeded.reviewer_token)
+    page.goto("/ui/jobs")
+    sign_out = page.locator("#sign-out")
+    expect(sign_out).to_be_visible()
+    expect(sign_out).to_be_in_viewport(ratio=1)
+    for link in page.locator(".nav a").all():
+        expect(link).to_be_in_viewport(ratio=1)
+    width = page.evaluate("document.querySelector('.topbar').scrollWidth")
+    assert width <= 420
+    sign_out.click()
+    expect(page).to_have_url("/ui/sign-in?reason=signed-out&next=%2Fui%2Fjobs")
+
+
+def test_the_sign_in_page_promises_only_what_the_ui_does(page: Page, page_errors: list[str]) -> None:
+    page.goto("/ui/sign-in")
+    expect(page.locator(".sign-in")).not_to_contain_text("launch jobs")
+    hint = page.locator("#roles")
+    expect(hint).to_contain_text("reviewers also")
+    expect(hint).to_contain_text("admins also")
+    expect(hint).to_contain_text("hardlabel submit")

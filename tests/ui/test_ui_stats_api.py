@@ -1,4 +1,5 @@
-"""The read-only endpoints the UI adds (/v1/stats/*, /v1/me), checked against the API's own listing."""
+"""The read-only endpoints the UI adds (/v1/stats/*, /v1/me, /v1/token-names), checked against the
+API's own listing."""
 
 from __future__ import annotations
 
@@ -160,3 +161,16 @@ def test_me_names_the_token_and_its_role(ui_server: str, seeded: Seeded) -> None
     anonymous = httpx.get(f"{ui_server}/v1/me")
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"] == "application/problem+json"
+
+
+def test_token_names_list_every_token_by_id_and_never_a_secret(ui_server: str, seeded: Seeded) -> None:
+    viewer = {"Authorization": f"Bearer {seeded.viewer_token}"}
+    page = httpx.get(f"{ui_server}/v1/token-names", headers=viewer).json()
+    names = {item["token_id"]: item["name"] for item in page["items"]}
+    assert names[seeded.reviewer_id] == "rui (reviewer)"
+    assert {"ada (admin)", "vic (viewer)"} <= set(names.values())
+    assert all(set(item) == {"token_id", "name"} for item in page["items"])
+    assert page["total"] >= 3
+    second = httpx.get(f"{ui_server}/v1/token-names", headers=viewer, params={"limit": 1, "offset": 1}).json()
+    assert [item["token_id"] for item in second["items"]] == [page["items"][1]["token_id"]]
+    assert httpx.get(f"{ui_server}/v1/token-names").status_code == 401

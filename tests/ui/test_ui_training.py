@@ -4,12 +4,13 @@ and launching a run on a version (admins only)."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from playwright.sync_api import BrowserContext, Page, expect
 
-from service.db.models import TrainingMetric, TrainingRun
+from service.db.models import Event, TrainingMetric, TrainingRun
 from service.db.session import transaction
 from ui.conftest import screenshot, sign_in_as
 from ui.factories import EVALUATION_ITEMS, Seeded, loss_curve, student_wrong, teacher_wrong
@@ -184,3 +185,85 @@ def test_a_run_without_scored_items_says_so(admin_page: Page, seeded: Seeded, ui
         "Teacher and trained student agree on every item."
     )
     expect(admin_page.locator("#eval-items-next")).to_be_disabled()
+
+
+def _run(ui_database_url: str, dataset_id: int | None, status: str, results: dict[str, Any] | None) -> int:
+    assert dataset_id is not None
+    with transaction(ui_database_url) as session:
+        run = TrainingRun(
+            dataset_id=dataset_id,
+            status=status,
+            student={"model": "/models/student-tiny"},
+            method="full",
+            config={"method": "full"},
+            results=results,
+            started_at=datetime.now(UTC),
+        )
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def _score(model: str, correct: int) -> dict[str, Any]:
+    return {"model": model, "items": 20, "correct": correct, "accuracy": correct / 20}
+
+
+def test_a_finished_run_whose_teacher_scored_0_has_no_ratio_and_says_why(
+    admin_page: Page, seeded: Seeded, ui_database_url: str, console_errors: list[str]
+) -> None:
+    results = {
+        "items": 20,
+        "scorer": "numeric",
+        "source": "test split",
+        "teacher": _score("/models/teacher", 0),
+        "student_before": _score("/models/student-tiny", 0),
+        "student_after": _score("/runs/final", 2),
+        "ratio": None,
+        "examples": [],
+    }
+    finished = _run(ui_database_url, seeded.dataset_id, "succeeded", results)
+    page = admin_page
+    page.goto(f"/ui/training/{finished}")
+    expect(page.locator("#evaluation")).to_contain_text("Ratio: n/a (teacher scored 0)")
+    expect(page.locator("#evaluation")).not_to_contain_text("pending")
+
+    # Still being scored: the ratio is pending indeed.
+    unfinished = _run(
+        ui_database_url, seeded.dataset_id, "running", {**results, "teacher": _score("/models/teacher", 9)}
+    )
+    try:
+        page.goto(f"/ui/training/{unfinished}")
+        expect(page.locator("#evaluation")).to_contain_text("Ratio: pending")
+    finally:
+        with transaction(ui_database_url) as session:
+            session.get_one(TrainingRun, unfinished).status = "cancelled"
+
+
+def test_the_newest_run_events_are_in_sight(
+    admin_page: Page, seeded: Seeded, ui_database_url: str, console_errors: list[str]
+) -> None:
+    run_id = _run(ui_database_url, seeded.dataset_id, "succeeded", None)
+    now = datetime.now(UTC)
+    with transaction(ui_database_url) as session:
+        session.add_all(
+            Event(
+                training_run_id=run_id,
+                kind="checkpoint",
+                message=f"checkpoint-{i} saved",
+                created_at=now - timedelta(seconds=60 - i),
+            )
+            for i in range(40)
+        )
+        session.add(Event(training_run_id=run_id, kind="finished", message="the very last event"))
+    page = admin_page
+    page.goto(f"/ui/training/{run_id}")
+    events = page.locator("#events")
+    expect(events.locator("li")).to_have_count(41)
+    latest = events.locator("li", has_text="the very last event")
+    events.scroll_into_view_if_needed()
+    expect(latest).to_be_in_viewport(ratio=1)
+    box, item = events.bounding_box(), latest.bounding_box()
+    assert box is not None
+    assert item is not None
+    assert box["y"] <= item["y"]
+    assert item["y"] + item["height"] <= box["y"] + box["height"] + 1

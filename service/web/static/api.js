@@ -128,6 +128,20 @@ export function showProblem(err, container = $("#problem")) {
   if (typeof err !== "string" && !(err instanceof ApiError)) console.error(err);
 }
 
+// The object a page is about (a job, a run, a version, a sample). When it does not exist the page
+// shows only the API's "… does not exist" problem: no empty cards, no controls that lead nowhere.
+export async function loadSubject(path) {
+  try {
+    return await api(path);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      const content = $("#page-content");
+      if (content) content.hidden = true;
+    }
+    throw err;
+  }
+}
+
 let currentIdentity = null;
 
 export function identity() {

@@ -98,6 +98,17 @@ export function keyValues(object) {
   return dl;
 }
 
+// Add `events` (oldest first, as the API lists them) to a timeline that shows the newest on top:
+// the latest event is in sight without scrolling the box, however long the history.
+export function addEvents(list, events) {
+  if (events.length) list.querySelector("li.empty")?.remove();
+  for (const event of events) {
+    list.prepend(h("li", { dataset: { eventId: event.id } }, h("time", { title: event.created_at }, clock(event.created_at)),
+      h("span", { class: "kind" }, event.kind), h("span", {}, event.message)));
+  }
+  if (!list.children.length) list.append(h("li", { class: "empty" }, "No events yet"));
+}
+
 let toastTimer = null;
 
 // One short status message at a time at the bottom of the page (a newer one replaces it).

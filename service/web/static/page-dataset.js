@@ -1,5 +1,5 @@
 // One dataset version: row counts, digest, lineage, the query, exports, and its training runs.
-import { api, apiText, download, requireSession, showProblem, startPage } from "./api.js";
+import { api, apiText, download, loadSubject, requireSession, showProblem, startPage } from "./api.js";
 import { $, badge, facts, h, num, poll, progressBar, replace, when } from "./dom.js";
 
 const datasetId = Number(document.body.dataset.objectId);
@@ -52,7 +52,7 @@ function renderFreeze(version) {
 
 startPage(async () => {
   await requireSession();
-  let version = await api(`/v1/datasets/${datasetId}`);
+  let version = await loadSubject(`/v1/datasets/${datasetId}`);
   const title = `${version.name} v${version.version}`;
   $("#version-title").textContent = title;
   document.title = `${title} · hardlabel`;

@@ -1,10 +1,12 @@
 // Job page: progress, recipe, teacher, counts and charts of its samples, shards and events (live).
-import { api, hasRole, requireSession, showProblem, startPage } from "./api.js";
+import { api, hasRole, loadSubject, requireSession, showProblem, startPage } from "./api.js";
 import { histogram, passFail, reviewStack } from "./charts.js";
-import { $, badge, clock, compact, duration, facts, h, keyValues, num, poll, progressBar, replace, when } from "./dom.js";
+import { $, addEvents, badge, compact, duration, facts, h, keyValues, num, poll, progressBar, replace, when } from "./dom.js";
 
 const jobId = Number(document.body.dataset.objectId);
 const LIVE = new Set(["queued", "running"]);
+const EVENTS_PAGE_SIZE = 200;
+const MAX_EVENT_PAGES = 50;
 let job = null;
 let lastEventId = 0;
 
@@ -60,14 +62,13 @@ async function renderRecipe(recipeRef) {
 }
 
 async function loadEvents() {
-  const page = await api(`/v1/jobs/${jobId}/events`, { query: { after: lastEventId || undefined, limit: 200 } });
-  const list = $("#events");
-  for (const event of page.items) {
-    list.append(h("li", {}, h("time", { title: event.created_at }, clock(event.created_at)),
-      h("span", { class: "kind" }, event.kind), h("span", {}, event.message)));
-    lastEventId = Math.max(lastEventId, event.id);
+  // Every page after the last event seen, so a long history still ends with its newest events.
+  for (let i = 0; i < MAX_EVENT_PAGES; i++) {
+    const page = await api(`/v1/jobs/${jobId}/events`, { query: { after: lastEventId || undefined, limit: EVENTS_PAGE_SIZE } });
+    addEvents($("#events"), page.items);
+    for (const event of page.items) lastEventId = Math.max(lastEventId, event.id);
+    if (page.items.length < EVENTS_PAGE_SIZE) break;
   }
-  if (!list.children.length) list.append(h("li", { class: "empty" }, "No events yet"));
 }
 
 async function loadStats() {
@@ -112,7 +113,7 @@ async function exactSummary() {
 
 startPage(async () => {
   await requireSession();
-  const detail = await api(`/v1/jobs/${jobId}`);
+  const detail = await loadSubject(`/v1/jobs/${jobId}`);
   document.title = `Job ${jobId} · hardlabel`;
   renderJob(detail);
   await Promise.all([renderRecipe(detail.recipe), loadEvents(), loadStats()]);

@@ -1,12 +1,14 @@
 // One training run: status and progress, the live loss curve (and eval loss), checkpoints, the
 // student-vs-teacher table, every scored item (filtered, paged), hyper-parameters and events.
-import { api, hasRole, requireSession, showProblem, startPage } from "./api.js";
+import { api, hasRole, loadSubject, requireSession, showProblem, startPage } from "./api.js";
 import { lineChart } from "./charts.js";
-import { $, badge, clock, compact, duration, facts, h, keyValues, num, poll, progressBar, replace } from "./dom.js";
+import { $, addEvents, badge, compact, duration, facts, h, keyValues, num, poll, progressBar, replace } from "./dom.js";
 
 const runId = Number(document.body.dataset.objectId);
 const LIVE = new Set(["queued", "running"]);
 const MAX_METRIC_PAGES = 100;
+const EVENTS_PAGE_SIZE = 200;
+const MAX_EVENT_PAGES = 50;
 const ITEMS_PAGE_SIZE = 20;
 const ITEM_FILTERS = new Set(["all", "disagreements", "student_wrong", "teacher_wrong"]);
 const EMPTY_ITEMS = {
@@ -44,14 +46,26 @@ function renderRun(detail) {
     : h("li", { class: "hint" }, "No checkpoint yet"));
   $("#model-path").textContent = detail.model_path || "(when training ends)";
   replace($("#config"), keyValues(detail.config));
-  renderEvaluation(detail.results);
+  renderEvaluation(detail.results, detail.status);
 }
 
 function pct(score) {
   return score ? `${(score.accuracy * 100).toFixed(1)}%` : "–";
 }
 
-function renderEvaluation(results) {
+// The student/teacher ratio, or why there is none: pending while the run may still score it.
+function ratioText(results, status) {
+  if (results.ratio !== null && results.ratio !== undefined) {
+    return `Student reaches ${(results.ratio * 100).toFixed(1)}% of the teacher's accuracy`;
+  }
+  if (LIVE.has(status)) return "Ratio: pending";
+  if (!results.teacher) return "Ratio: n/a (the teacher was not scored)";
+  if (!results.student_after) return "Ratio: n/a (the trained student was not scored)";
+  if (results.teacher.accuracy === 0) return "Ratio: n/a (teacher scored 0)";
+  return "Ratio: n/a";
+}
+
+function renderEvaluation(results, status) {
   const box = $("#evaluation");
   if (!results) {
     replace(box, h("p", { class: "hint" }, "Scored after training: teacher, student before and after, on the same items."));
@@ -66,8 +80,7 @@ function renderEvaluation(results) {
         h("td", {}, label, score ? h("div", { class: "hint mono" }, score.model) : null),
         h("td", { class: "num" }, score ? `${num(score.correct)} / ${num(score.items)}` : "–"),
         h("td", { class: "num" }, pct(score)))))),
-    h("p", {}, h("strong", {}, results.ratio !== null && results.ratio !== undefined
-      ? `Student reaches ${(results.ratio * 100).toFixed(1)}% of the teacher's accuracy` : "Ratio: pending"),
+    h("p", {}, h("strong", { id: "ratio" }, ratioText(results, status)),
     h("span", { class: "hint" }, ` · ${num(results.items)} items from ${results.source}, scored ${results.scorer}`)));
 }
 
@@ -153,19 +166,18 @@ function drawLoss() {
 }
 
 async function loadEvents() {
-  const page = await api(`/v1/training-runs/${runId}/events`, { query: { after: lastEventId || undefined, limit: 200 } });
-  const list = $("#events");
-  for (const event of page.items) {
-    list.append(h("li", {}, h("time", { title: event.created_at }, clock(event.created_at)),
-      h("span", { class: "kind" }, event.kind), h("span", {}, event.message)));
-    lastEventId = Math.max(lastEventId, event.id);
+  // Every page after the last event seen, so a long history still ends with its newest events.
+  for (let i = 0; i < MAX_EVENT_PAGES; i++) {
+    const page = await api(`/v1/training-runs/${runId}/events`, { query: { after: lastEventId || undefined, limit: EVENTS_PAGE_SIZE } });
+    addEvents($("#events"), page.items);
+    for (const event of page.items) lastEventId = Math.max(lastEventId, event.id);
+    if (page.items.length < EVENTS_PAGE_SIZE) break;
   }
-  if (!list.children.length) list.append(h("li", { class: "empty" }, "No events yet"));
 }
 
 startPage(async () => {
   await requireSession();
-  renderRun(await api(`/v1/training-runs/${runId}`));
+  renderRun(await loadSubject(`/v1/training-runs/${runId}`));
   document.title = `Training run ${runId} · hardlabel`;
   await Promise.all([loadMetrics(), loadEvents(), loadItems()]);
   window.addEventListener("resize", drawLoss);

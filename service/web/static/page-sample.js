@@ -1,5 +1,5 @@
 // One sample on its own page (a shareable link), with the same review keys as the browser.
-import { api, requireSession, startPage } from "./api.js";
+import { loadSubject, requireSession, startPage } from "./api.js";
 import { $, toast } from "./dom.js";
 import { KeyboardReview } from "./review-keys.js";
 import { renderSample } from "./sample-view.js";
@@ -15,7 +15,7 @@ function show(updated) {
 
 startPage(async () => {
   await requireSession();
-  show(await api(`/v1/samples/${sampleId}`));
+  show(await loadSubject(`/v1/samples/${sampleId}`));
   const browse = () => toast("Open the samples list (top left) to move between samples.");
   new KeyboardReview({
     container: $("#sample-detail"),

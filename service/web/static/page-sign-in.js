@@ -29,6 +29,8 @@ $("#sign-in-form").addEventListener("submit", async (event) => {
   const button = $("#sign-in-button");
   button.disabled = true;
   showProblem(null);
+  // The notice was about the token this tab had before; from here on only this attempt's outcome counts.
+  $("#sign-in-notice").hidden = true;
   try {
     await signIn(token);
     location.assign(nextPage(params));

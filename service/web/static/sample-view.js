@@ -1,6 +1,7 @@
 // One sample in full: question, answer (teacher's original beside any edit), verdicts with reasons,
 // tags, note, revisions, provenance.
 import { badge, h, keyValues, num, replace, when } from "./dom.js";
+import { nameTokens, tokenName } from "./token-names.js";
 
 function textBlock(label, teacherText, editedText, { field, missing = "(empty)" } = {}) {
   const shown = (text) => h("pre", { class: "text" }, text === null || text === undefined ? missing : text);
@@ -26,7 +27,7 @@ function verdictList(verdicts) {
 function revisionList(revisions) {
   return h("ol", { class: "timeline revisions" }, revisions.map((r) => h("li", {},
     h("time", { title: r.created_at }, when(r.created_at)),
-    h("span", { class: "kind" }, `${r.field} by #${r.edited_by ?? "?"}`),
+    h("span", { class: "kind" }, `${r.field} by `, tokenName(r.edited_by)),
     h("span", {}, `“${short(r.old_text)}” → “${short(r.new_text)}”`))));
 }
 
@@ -46,11 +47,11 @@ export function renderSample(container, sample, { standalone = false } = {}) {
     h("span", { class: "review-status" }, badge(sample.review_status)),
     sample.parse_status !== "ok" ? badge("failed", "parse") : null,
     h("span", { class: "hint" }, "job ", h("a", { href: `/ui/jobs/${sample.job_id}` }, `#${sample.job_id}`),
-      ` · stage ${sample.stage} · item ${sample.item_index}.${sample.sample_index}`),
+      ` · stage ${sample.stage} · item ${sample.item_index}`, sample.sample_index ? ` · sample ${sample.sample_index}` : ""),
     sample.score !== null ? h("span", { class: "hint" }, `judge score ${score(sample.score)}`) : null,
     h("span", { class: "spacer" }),
     h("span", { class: "tags" }, sample.tags.map((tag) => h("span", { class: "badge tag" }, tag))),
-    sample.reviewed_at ? h("span", { class: "hint" }, `reviewed by #${sample.reviewed_by} ${when(sample.reviewed_at)}`) : null);
+    sample.reviewed_at ? h("span", { class: "hint reviewed-by" }, "reviewed by ", tokenName(sample.reviewed_by), ` ${when(sample.reviewed_at)}`) : null);
   const parts = [head,
     textBlock("Question", sample.teacher_question, sample.edited_question, { field: "question" }),
     textBlock("Answer", sample.teacher_answer, sample.edited_answer,
@@ -73,4 +74,5 @@ export function renderSample(container, sample, { standalone = false } = {}) {
       h("div", {}, h("h3", {}, "Inputs"), keyValues(sample.inputs)))));
   replace(container, parts);
   container.dataset.sampleId = sample.id;
+  nameTokens(container);
 }
