@@ -17,8 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-# The statuses after which a job, run or version changes no more.
-FINISHED = ("succeeded", "failed", "cancelled")
+from service.statuses import FINISHED_STATUSES
 
 
 def count_bar(console: Console, *middle: ProgressColumn | str, eta: bool = True) -> Progress:
@@ -44,7 +43,7 @@ def follow(
     current = first
     while True:
         show(current)
-        if current["status"] in FINISHED:
+        if current["status"] in FINISHED_STATUSES:
             return current
         time.sleep(interval)
         current = fetch()

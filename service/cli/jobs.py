@@ -15,6 +15,7 @@ from rich.table import Table
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
 from service.cli.display import duration, follow, when
+from service.statuses import ALL_STATUSES
 
 # Seed sources read from files; the CLI inlines them so the job does not depend on the server's disk.
 FILE_SOURCE_KEYS = ("path", "format", "hf_dataset", "split")
@@ -270,7 +271,7 @@ def _job_report(job: dict[str, Any], console: Console) -> None:
 @click.option(
     "--status",
     "status_filter",
-    type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+    type=click.Choice(ALL_STATUSES),
     default=None,
     help="Only jobs in this status (list view).",
 )

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
-from service.cli.display import FINISHED, duration, follow, when
+from service.cli.display import duration, follow, when
+from service.statuses import ALL_STATUSES
 
 ITEM_FILTERS = ("all", "disagreements", "student_wrong", "teacher_wrong")
 SCORERS = ("exact", "normalized", "numeric", "regex")
@@ -437,7 +438,7 @@ def submit(
 @click.option(
     "--status",
     "status_filter",
-    type=click.Choice(["queued", "running", *FINISHED]),
+    type=click.Choice(ALL_STATUSES),
     default=None,
     help="Only runs in this status (list view).",
 )

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.limits import BIGINT_MAX, INT_MAX
 from service.reviews.schemas import Tag
+from service.statuses import StatusName
 from service.stored_text import StoredText
 
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -118,7 +119,7 @@ class DatasetCreate(BaseModel):
     )
 
 
-DatasetStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+DatasetStatus = StatusName
 
 
 class DatasetOut(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base, created_at_column, status_check
+from service.statuses import ALL_STATUSES
 
 ROLES = ("admin", "reviewer", "viewer")
 TASK_KINDS = ("generate", "filter", "export", "train", "freeze")
@@ -33,27 +33,7 @@ ROW_SOURCES = ("teacher", "ground_truth")
 TRAINING_METHODS = ("full", "lora")
 
 
-class WorkStatus(StrEnum):
-    """The status of a queue task and of what owns tasks: a job, filter run, training run or dataset
-    version (its freeze). The queue moves them all the same way (service/queue/owners.py)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-# Still to do (a worker may be at it): the only statuses cancel, fail and finish move an owner from.
-ACTIVE_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.QUEUED, WorkStatus.RUNNING})
-# Final: an owner here is never moved again, except a failed or cancelled one that is requeued.
-FINISHED_STATUSES: frozenset[WorkStatus] = frozenset(
-    {WorkStatus.SUCCEEDED, WorkStatus.FAILED, WorkStatus.CANCELLED}
-)
-# What a resume may requeue (a succeeded owner has nothing left to do).
-REQUEUEABLE_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.FAILED, WorkStatus.CANCELLED})
-
-JOB_STATUSES: tuple[str, ...] = tuple(status.value for status in WorkStatus)
+JOB_STATUSES: tuple[str, ...] = ALL_STATUSES
 TASK_STATUSES: tuple[str, ...] = JOB_STATUSES
 
 

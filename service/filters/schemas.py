@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from service.filters.specs import FilterSpec
 from service.samples.selection import SampleSelection
+from service.statuses import FINISHED_STATUSES, StatusName
 from service.stored_text import storable_anywhere
 
-FilterRunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FilterRunStatus = StatusName
 
 
 def redacted_filter_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +117,7 @@ class FilterRunOut(BaseModel):
             else None
         )
         rate = done / elapsed if elapsed and done else None
-        if self.status in ("succeeded", "failed", "cancelled"):
+        if self.status in FINISHED_STATUSES:
             eta: float | None = 0.0
         else:
             eta = max(total - done, 0) / rate if rate else None

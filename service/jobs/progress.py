@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from service.statuses import ALL_STATUSES, UNSUCCESSFUL_STATUSES
+
 # "starting": running, no item committed yet (a worker loads the teacher, then writes its first
 # chunk); "generating": items are being committed. Finished jobs take their status.
 JobPhase = Literal["queued", "starting", "generating", "succeeded", "failed", "cancelled"]
@@ -51,7 +53,7 @@ def compute_progress(
         tokens_rate = tokens_out / elapsed
     if status == "succeeded":
         eta = 0.0
-    elif status in ("failed", "cancelled"):
+    elif status in UNSUCCESSFUL_STATUSES:
         eta = None
     elif items_rate:
         eta = max(items_total - items_done, 0) / items_rate
@@ -73,5 +75,5 @@ def compute_progress(
 def _phase(status: str, items_done: int) -> JobPhase:
     if status == "running":
         return "generating" if items_done > 0 else "starting"
-    assert status in ("queued", "succeeded", "failed", "cancelled"), status
+    assert status in ALL_STATUSES, status
     return status  # type: ignore[return-value]  # the job statuses above are phases too

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AliasPath,
@@ -22,8 +22,9 @@ from service.errors import union_tag
 from service.jobs.progress import JobPhase, compute_progress
 from service.limits import BIGINT_MAX, INT_MAX
 from service.recipes.schemas import RECIPE_NAME_PATTERN
+from service.statuses import StatusName
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = StatusName
 REDACTED = "***"
 
 

@@ -19,7 +19,7 @@ from typing import Literal, Protocol, TypedDict
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.db.models import ACTIVE_STATUSES, REQUEUEABLE_STATUSES, WorkStatus
+from service.statuses import ACTIVE_STATUSES, REQUEUEABLE_STATUSES, WorkStatus
 
 OwnerColumn = Literal["job_id", "filter_run_id", "training_run_id", "dataset_id"]
 

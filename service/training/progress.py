@@ -7,7 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-FINISHED = ("succeeded", "failed", "cancelled")
+from service.statuses import FINISHED_STATUSES
+
 # A run's task cursor says which phase it is in, so a reclaimed run resumes at the right one.
 CURSOR_TRAINING, CURSOR_EVALUATING, CURSOR_DONE = 0, 1, 2
 
@@ -67,7 +68,7 @@ def compute_progress(
     attempt_started_at: datetime | None = None,
     now: datetime,
 ) -> TrainingProgress:
-    if status in FINISHED:
+    if status in FINISHED_STATUSES:
         phase = status
     elif status == "queued":
         phase = "queued"
@@ -81,7 +82,7 @@ def compute_progress(
         # the first ETA is pessimistic) beats no ETA at all.
         running_for = (now - attempt_started_at).total_seconds()
         rate = step / running_for if running_for > 0 else None
-    if status in FINISHED:
+    if status in FINISHED_STATUSES:
         eta: float | None = 0.0
     elif phase == "evaluating":
         eta = None  # training is over; scoring time depends on the models, not on steps

@@ -18,10 +18,11 @@ from generator.engines.base import TeacherConfig
 from service.filters.specs import VerifierParams
 from service.jobs.schemas import REDACTED, EventOut
 from service.limits import BIGINT_MAX, INT_MAX
+from service.statuses import StatusName
 from service.training.progress import TrainingProgress, compute_progress
 from trainer.spec import Hyperparameters
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RunStatus = StatusName
 Scorer = Literal["exact", "normalized", "numeric", "regex"]
 # Bytes 256 + the tiny models' special tokens (trainer.tiny_model.MIN_VOCAB).
 MIN_SCRATCH_VOCAB = 260

@@ -19,6 +19,7 @@ from sqlalchemy import select, text, update
 from service.cli import main
 from service.db.models import Job, Recipe
 from service.db.session import transaction
+from service.statuses import ALL_STATUSES
 
 
 def write_recipe(
@@ -161,12 +162,26 @@ def test_status_lists_jobs_and_shows_one(cli_env: dict[str, str], tmp_path: Path
     )
     listing = runner.invoke(main, ["status", "--limit", "50"], terminal_width=160)
     assert listing.exit_code == 0, listing.output
-    row = next(line for line in listing.stdout.splitlines() if f"│ {job_id} " in line)
-    assert "queued" in row
-    assert "0/6" in row
+    row = next(line.split() for line in listing.stdout.splitlines() if line.split()[:1] == [str(job_id)])
+    assert row[1:4] == ["queued", row[2], "0/6"]
+    # At 80 columns a status is never cut ("succee…"), and a failed job has no ETA.
+    with transaction(cli_env["HARDLABEL_DATABASE_URL"]) as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(status="failed", finished_at=text("now()"))
+        )
+    narrow = runner.invoke(main, ["status", "--limit", "50"], terminal_width=80)
+    failed = next(line.split() for line in narrow.stdout.splitlines() if line.split()[:1] == [str(job_id)])
+    assert failed[1] == "failed", narrow.stdout
+    assert "0:00" not in failed, narrow.stdout  # no ETA (it was 0:00)
+    rows = [
+        line.split()
+        for line in narrow.stdout.splitlines()
+        if line.split()[:1] != [] and line.split()[0].isdigit()
+    ]
+    assert all(row[1] in ALL_STATUSES for row in rows if len(row) > 1), narrow.stdout
     detail = runner.invoke(main, ["status", str(job_id)], terminal_width=160)
     assert detail.exit_code == 0, detail.output
-    assert f"job {job_id} queued" in detail.stdout
+    assert f"job {job_id} failed" in detail.stdout
     assert "items 0/6" in detail.stdout
     assert "0–4" in detail.stdout
     assert "4–6" in detail.stdout

@@ -46,11 +46,11 @@ from service.cli.demo.teacher import (
 )
 from service.cli.jobs import teacher_config
 from service.settings import Settings
+from service.statuses import ACTIVE_STATUSES, FINISHED_STATUSES
 
 logger = logging.getLogger("hardlabel.demo")
 
 STEPS = 5
-FINISHED = ("succeeded", "failed", "cancelled")
 POLL_SECONDS = 0.5
 # A task still queued after this long most likely has no worker: say where its log is.
 QUEUED_HINT_SECONDS = 60.0
@@ -524,7 +524,7 @@ class Demo:
                     task["status"] if task["status"] == "queued" else rate(p["items_per_second"], unit) + eta
                 )
                 bars.update(bar, completed=p["items_done"], total=p["items_total"] or None, info=info)
-                if task["status"] in FINISHED:
+                if task["status"] in FINISHED_STATUSES:
                     return task
                 if task["status"] == "queued":
                     self._hint_if_stuck(label, submitted, hinted)
@@ -593,7 +593,7 @@ class Demo:
                 },
             )
             submitted, hinted = time.monotonic(), [False]
-            while version["status"] in ("queued", "running"):  # the worker freezes it (copies the rows)
+            while version["status"] in ACTIVE_STATUSES:  # the worker freezes it (copies the rows)
                 if version["status"] == "queued":
                     self._hint_if_stuck(f"dataset {version['name']} v{version['version']}", submitted, hinted)
                 time.sleep(POLL_SECONDS)
@@ -782,7 +782,7 @@ class Demo:
                     bars.update(
                         eval_bar, completed=len(scored), info=" · ".join(scored) or "loading the teacher"
                     )
-                if run["status"] in FINISHED:
+                if run["status"] in FINISHED_STATUSES:
                     break
                 if run["status"] == "queued":
                     self._hint_if_stuck(f"training run {run['id']}", submitted, hinted)
