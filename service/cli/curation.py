@@ -224,14 +224,23 @@ def dataset() -> None:
 @click.option(
     "--ground-truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSONL of {question, answer, system?} records to mix into the train split.",
+    help="JSONL of {question, answer, system?} records to mix into the train split as ground truth.",
+)
+@click.option(
+    "--ground-truth-from-seed",
+    "ground_truth_field",
+    metavar="FIELD",
+    default=None,
+    help="Take ground truth from the samples' own seed data instead: the reference in inputs[FIELD] "
+    "(e.g. reference, or a dotted path) answers the item's question; one row per item, never one whose "
+    "question is in the test split.",
 )
 @click.option(
     "--ratio",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
-    help="With --ground-truth: the share of the train split that is ground truth (e.g. 0.2: one row "
-    "in five; fewer when the file has too few records); default: every record is added.",
+    help="With --ground-truth or --ground-truth-from-seed: the share of the train split that is ground "
+    "truth (e.g. 0.2: one row in five; fewer when too few are available); default: all of it is added.",
 )
 @click.option("--system", default=None, help="System prompt stored with every teacher row.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between polls.")
@@ -248,6 +257,7 @@ def dataset_create(
     seed: int,
     stratify_by_job: bool,
     ground_truth: Path | None,
+    ground_truth_field: str | None,
     ratio: float | None,
     system: str | None,
     interval: float,
@@ -274,8 +284,12 @@ def dataset_create(
         body["split"] = {"test_fraction": test_fraction, "seed": seed, "stratify_by_job": stratify_by_job}
     if system is not None:
         body["system"] = system
-    if ratio is not None and ground_truth is None:
-        raise CliError("--ratio needs --ground-truth")
+    if ratio is not None and ground_truth is None and ground_truth_field is None:
+        raise CliError("--ratio needs --ground-truth or --ground-truth-from-seed")
+    if ground_truth is not None and ground_truth_field is not None:
+        raise CliError("give --ground-truth or --ground-truth-from-seed, not both")
+    if ground_truth_field is not None:
+        body["ground_truth"] = {"from_seed_field": ground_truth_field, "ratio": ratio}
     console = Console(stderr=True)
     with ApiClient(api_url, token) as client:
         if ground_truth is not None:

@@ -1,4 +1,10 @@
-"""Ground-truth records: parsing an uploaded JSONL file, and how many to mix in at a ratio."""
+"""Ground truth mixed into a version's train split: parsing an uploaded JSONL file, how many rows
+to mix in at a ratio, which ones, and the rules a version's lineage and card state.
+
+Ground truth comes from records (inline or an uploaded file) or from the version's own seed data
+(`from_seed_field`: the reference each item's seed row carries); the copy of seed references is
+set-based, in service/datasets/repository.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,14 @@ from pydantic import ValidationError
 from service.datasets.schemas import GroundTruthRecord
 
 MAX_ERRORS_SHOWN = 3
+# How the rows were chosen, as the lineage (and so the card) states it.
+RECORDS_CHOICE = "first n by sha256('<split seed>:<record index>'), in upload order"
+SEED_CHOICE = (
+    "one row per (job, item index) of this version's teacher rows whose seed carries the field (the "
+    "question of the item's first row, the reference as the answer); items with a row in the test "
+    "split, or whose question a test row asks, are held out; first n by "
+    "sha256('<split seed>:<job id>:<item index>'), in (job, item index) order"
+)
 
 
 class GroundTruthError(ValueError):
@@ -49,6 +63,12 @@ def ground_truth_count(available: int, teacher_train_rows: int, ratio: float | N
     if ratio is None:
         return available
     return min(available, round(teacher_train_rows * ratio / (1 - ratio)))
+
+
+def seed_field_path(field: str) -> list[str]:
+    """The JSON path of a seed field: `inputs[field]` first, else the dotted path into nested objects
+    (the verifier filter and the training evaluation read references the same way)."""
+    return field.split(".")
 
 
 def choose_records(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     String,
+    Text,
     case,
     cast,
     column,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     table,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from service.db.models import DatasetRow, DatasetVersion, FilterRun, FilterVerdict, Job, Recipe, Sample
@@ -169,6 +171,96 @@ def insert_ground_truth_rows(
                 "systems": [r[3] for r in batch],
             },
         )
+
+
+def seed_reference(field: str, path: Sequence[str]) -> ColumnElement[Any]:
+    """A sample's seed reference as JSONB: `inputs -> field`, else `inputs #> path` (SQL NULL when absent)."""
+    return func.coalesce(Sample.inputs.op("->")(field), Sample.inputs.op("#>")(cast(list(path), ARRAY(Text))))
+
+
+def any_sample_has_seed_field(
+    session: Session, conditions: Sequence[ColumnElement[bool]], field: str, path: Sequence[str]
+) -> bool:
+    """Whether some matching sample's seed carries a non-null `field`."""
+    reference = seed_reference(field, path)
+    found = select(Sample.id).where(*conditions, reference.is_not(None), func.jsonb_typeof(reference) != "null")
+    return session.scalar(select(exists(found))) is True
+
+
+def stage_seed_truth(
+    session: Session, dataset_id: int, field: str, path: Sequence[str], split_seed: int
+) -> tuple[int, int]:
+    """Rank the version's items whose seed carries a reference into the temporary table
+    `freeze_seed_truth`; returns (items available to train, items held out).
+
+    One row per (job, item index) of the version's teacher rows with a non-empty reference: the
+    question of the item's first row and the reference's text (a JSON string as is, anything else
+    as JSON). An item with a row in the test split, or whose question some test row asks (the same
+    seed in another job), is held out, so no test question becomes train ground truth. The others
+    are ranked by sha256("<split seed>:<job id>:<item index>"). The table is dropped at commit.
+    """
+    session.execute(
+        text(
+            """
+            CREATE TEMPORARY TABLE freeze_seed_truth ON COMMIT DROP AS
+            WITH teacher AS (
+                SELECT r.row_index, r.split, r.question, s.job_id, s.item_index,
+                       coalesce(s.inputs -> CAST(:field AS text), s.inputs #> CAST(:path AS text[])) AS ref
+                FROM dataset_row r JOIN sample s ON s.id = r.sample_id
+                WHERE r.dataset_id = :id AND r.source = 'teacher'
+            ),
+            items AS (
+                SELECT DISTINCT ON (job_id, item_index) job_id, item_index, question,
+                       CASE jsonb_typeof(ref) WHEN 'string' THEN ref #>> '{}' ELSE ref::text END AS answer
+                FROM teacher WHERE ref IS NOT NULL AND jsonb_typeof(ref) <> 'null'
+                ORDER BY job_id, item_index, row_index
+            ),
+            judged AS (
+                SELECT i.*, (EXISTS (SELECT 1 FROM teacher t WHERE t.split = 'test'
+                                     AND t.job_id = i.job_id AND t.item_index = i.item_index)
+                             OR EXISTS (SELECT 1 FROM teacher t WHERE t.split = 'test'
+                                        AND t.question = i.question)) AS held_out
+                FROM items i WHERE i.answer <> ''
+            )
+            SELECT job_id, item_index, question, answer, held_out,
+                   CASE WHEN NOT held_out THEN row_number() OVER (
+                       PARTITION BY held_out
+                       ORDER BY sha256(convert_to(CAST(:seed AS text) || ':' || job_id || ':' || item_index,
+                                                  'UTF8')),
+                                job_id, item_index) END AS rank
+            FROM judged
+            """
+        ),
+        {"id": dataset_id, "field": field, "path": list(path), "seed": str(split_seed)},
+    )
+    available, held_out = session.execute(
+        text("SELECT count(*) FILTER (WHERE NOT held_out), count(*) FILTER (WHERE held_out) FROM freeze_seed_truth")
+    ).one()
+    return int(available), int(held_out)
+
+
+def insert_seed_truth_rows(
+    session: Session, dataset_id: int, first_index: int, count: int, *, field: str, system: str | None
+) -> None:
+    """Append the `count` first-ranked items of `freeze_seed_truth` to the train split, in (job, item) order.
+
+    Their `extra` names the job and item index the reference came from (no sample: the row is
+    not a teacher's answer).
+    """
+    session.execute(
+        text(
+            """
+            INSERT INTO dataset_row
+                (dataset_id, row_index, split, source, sample_id, question, answer, system, extra)
+            SELECT :dataset_id, :first + row_number() OVER (ORDER BY job_id, item_index) - 1, 'train',
+                   'ground_truth', NULL, question, answer, CAST(:system AS text),
+                   jsonb_build_object('job_id', job_id, 'item_index', item_index,
+                                      'seed_field', CAST(:field AS text))
+            FROM freeze_seed_truth WHERE rank <= :count
+            """
+        ),
+        {"dataset_id": dataset_id, "first": first_index, "count": count, "field": field, "system": system},
+    )
 
 
 def row_counts(session: Session, dataset_id: int) -> dict[str, int]:

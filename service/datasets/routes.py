@@ -160,8 +160,9 @@ ContainerQuery = Annotated[
 ProvenanceQuery = Annotated[
     bool,
     Query(
-        description="Add the columns sample_id, job_id, teacher and item_index to every row (null for "
-        "ground truth; preference pairs name the chosen answer's and add rejected_sample_id)."
+        description="Add the columns source (teacher | ground_truth), sample_id, job_id, teacher and "
+        "item_index to every row (a ground-truth row has no sample or teacher; one from seed data names its "
+        "job and item; preference pairs name the chosen answer's and add rejected_sample_id)."
     ),
 ]
 

@@ -89,12 +89,20 @@ class GroundTruthRecord(BaseModel):
 
 
 class GroundTruthSpec(BaseModel):
-    """Human-written records mixed into the train split beside the teacher's labels.
+    """Ground-truth rows mixed into the train split beside the teacher's labels, so a student trains
+    on a blend. Each row says where it came from (`source`: teacher | ground_truth).
+
+    Where they come from, one of: `records` given inline (or a JSONL file uploaded as the multipart
+    part `ground_truth`), or `from_seed_field`: the reference its seed data carries for each of the
+    version's own items (`inputs[from_seed_field]`, dotted paths allowed), one row per (job, item
+    index) with the item's question and the reference as the answer; an item with a row in the
+    test split is never used, so no test question leaks into train.
 
     With `ratio` r, the train split gets n_gt = min(available, round(n_teacher_train × r / (1 − r)))
-    ground-truth rows, so ground truth makes up r of the train rows (less when too few records were
-    given; the actual ratio is in the lineage). Which records: the first n_gt when ordered by
-    sha256("<split seed>:<record index>"). Without `ratio`, every record is used.
+    ground-truth rows, so ground truth makes up r of the train rows (less when too few are
+    available; the actual ratio is in the lineage and the card). Which ones: the first n_gt when
+    ordered by sha256("<split seed>:<record index>") (records) or sha256("<split seed>:<job
+    id>:<item index>") (seed references). Without `ratio`, every one available is used.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -102,7 +110,20 @@ class GroundTruthSpec(BaseModel):
     records: list[GroundTruthRecord] | None = Field(
         default=None, description="Inline records; or upload a JSONL file (multipart part `ground_truth`)."
     )
-    ratio: float | None = Field(default=None, gt=0, lt=1)
+    from_seed_field: StoredText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Take ground truth from the version's own samples: the seed field (in each sample's "
+        '`inputs`, e.g. "reference" or a dotted path "meta.answer") holding the reference answer to '
+        "its question. Not with records or an upload.",
+    )
+    ratio: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="The share of the train split that is ground truth; default: all that is available.",
+    )
 
 
 class DatasetCreate(BaseModel):

@@ -14,8 +14,20 @@ from sqlalchemy.orm import Session
 from service.auth import Principal
 from service.datasets import repository
 from service.datasets.export.card import DatasetManifest
-from service.datasets.ground_truth import choose_records, ground_truth_count, records_digest
-from service.datasets.schemas import ACCEPTED_OR_UNREVIEWED_PASSED_ALL, DatasetCreate, GroundTruthRecord
+from service.datasets.ground_truth import (
+    RECORDS_CHOICE,
+    SEED_CHOICE,
+    choose_records,
+    ground_truth_count,
+    records_digest,
+    seed_field_path,
+)
+from service.datasets.schemas import (
+    ACCEPTED_OR_UNREVIEWED_PASSED_ALL,
+    DatasetCreate,
+    GroundTruthRecord,
+    GroundTruthSpec,
+)
 from service.db.models import DatasetVersion, Sample
 from service.errors import ConflictError, NotFoundError, ValidationProblem
 from service.events import record_event
@@ -114,24 +126,46 @@ def queue_freeze(
     stage = resolve_stage(session, query.job_ids, query.stage, ("body", "query"))
     conditions = version_conditions(session, payload, stage)
     gt_spec = payload.ground_truth
+    if gt_spec is None and uploaded_ground_truth is not None:
+        gt_spec = GroundTruthSpec()  # an upload without a ground_truth object: every record, no ratio
+    seed_field = gt_spec.from_seed_field if gt_spec is not None else None
     gt_records = (
         uploaded_ground_truth if uploaded_ground_truth is not None else (gt_spec.records if gt_spec else None)
     )
-    if gt_spec is not None and not gt_records:
+    if seed_field is not None and gt_records is not None:
+        raise ValidationProblem.at(
+            ("body", "ground_truth", "from_seed_field"),
+            "give from_seed_field, or records (inline or an uploaded file), not both",
+        )
+    if gt_spec is not None and seed_field is None and not gt_records:
         raise ValidationProblem.at(
             ("body", "ground_truth", "records"),
-            "give records, or upload a JSONL file as the `ground_truth` part",
+            "give records, upload a JSONL file as the `ground_truth` part, or name a seed field "
+            "(from_seed_field)",
         )
     if not repository.any_sample_matches(session, conditions):
         raise ValidationProblem.at(("body", "query"), no_rows_message(session, payload, stage))
+    if seed_field is not None and not repository.any_sample_has_seed_field(
+        session, conditions, seed_field, seed_field_path(seed_field)
+    ):
+        raise ValidationProblem.at(
+            ("body", "ground_truth", "from_seed_field"),
+            f"no sample of the query has a reference in its seed inputs[{seed_field!r}]",
+        )
 
     repository.lock_name(session, payload.name)
     version_number = repository.next_version(session, payload.name)
     stored_query: dict[str, Any] = payload.model_dump(mode="json", exclude={"ground_truth"})
     stored_query["query"]["stage"] = stage
     task_payload: dict[str, Any] = {"created_by": {"token_id": principal.token_id, "name": principal.name}}
-    if gt_spec is not None and gt_records is not None:
-        stored_query["ground_truth"] = {"ratio": gt_spec.ratio, "records": len(gt_records)}
+    if gt_spec is not None and seed_field is not None:
+        stored_query["ground_truth"] = {"ratio": gt_spec.ratio, "from_seed_field": seed_field}
+    elif gt_spec is not None and gt_records is not None:
+        stored_query["ground_truth"] = {
+            "ratio": gt_spec.ratio,
+            "records": len(gt_records),
+            "from": "upload" if uploaded_ground_truth is not None else "records",
+        }
         # The records live on the task only: the version keeps their count and, once frozen, digest.
         task_payload["ground_truth_records"] = [r.model_dump(mode="json") for r in gt_records]
     version = repository.add_version(
@@ -198,36 +232,95 @@ def freeze_version(
         end = min(start + chunk_rows, total)
         repository.copy_chosen_rows(session, version.id, start, end, system=payload.system)
         progress(end, total)
-    teacher_rows = total
     counts = repository.row_counts(session, version.id)
     ground_truth: dict[str, Any] | None = None
-    if gt_records:
-        n = ground_truth_count(len(gt_records), counts["train"], gt_ratio)
-        chosen = choose_records(gt_records, n, split_seed)
-        repository.insert_ground_truth_rows(
+    seed_field = gt_stored.get("from_seed_field") if gt_stored else None
+    if seed_field:
+        ground_truth = _mix_seed_truth(
+            session, version.id, seed_field, gt_ratio, counts, split_seed=split_seed, system=payload.system
+        )
+    elif gt_records:
+        ground_truth = _mix_records(
             session,
             version.id,
-            teacher_rows,
-            [
-                (i, r.question, r.answer, r.system if r.system is not None else payload.system)
-                for i, r in chosen
-            ],
+            gt_records,
+            gt_ratio,
+            counts,
+            split_seed=split_seed,
+            system=payload.system,
+            origin=(gt_stored or {}).get("from"),
         )
+    if ground_truth is not None:
+        teacher_train = counts["train"]
         counts = repository.row_counts(session, version.id)
-        ground_truth = {
-            "available": len(gt_records),
-            "rows": n,
-            "requested_ratio": gt_ratio,
-            "actual_ratio": round(n / counts["train"], 6) if counts["train"] else None,
-            "records_sha256": records_digest(gt_records),
-            "choice": "first n by sha256('<split seed>:<record index>'), in upload order",
-        }
+        ground_truth["teacher_train_rows"] = teacher_train
+        ground_truth["train_rows"] = counts["train"]
+        ground_truth["actual_ratio"] = (
+            round(ground_truth["rows"] / counts["train"], 6) if counts["train"] else None
+        )
     version.row_counts = counts
     version.rows_total = counts["total"]
     version.rows_done = counts["total"]
     version.digest = repository.content_digest(session, version.id)
     version.lineage = _lineage(session, version.id, stage, ground_truth, task_payload.get("created_by") or {})
     session.flush()
+
+
+def _mix_records(
+    session: Session,
+    dataset_id: int,
+    records: Sequence[GroundTruthRecord],
+    ratio: float | None,
+    counts: dict[str, int],
+    *,
+    split_seed: int,
+    system: str | None,
+    origin: str | None,
+) -> dict[str, Any]:
+    """Append the chosen records to the train split; their part of the lineage."""
+    n = ground_truth_count(len(records), counts["train"], ratio)
+    chosen = choose_records(records, n, split_seed)
+    repository.insert_ground_truth_rows(
+        session,
+        dataset_id,
+        counts["total"],
+        [(i, r.question, r.answer, r.system if r.system is not None else system) for i, r in chosen],
+    )
+    return {
+        "from": origin or "records",
+        "available": len(records),
+        "rows": n,
+        "requested_ratio": ratio,
+        "records_sha256": records_digest(records),
+        "choice": RECORDS_CHOICE,
+    }
+
+
+def _mix_seed_truth(
+    session: Session,
+    dataset_id: int,
+    field: str,
+    ratio: float | None,
+    counts: dict[str, int],
+    *,
+    split_seed: int,
+    system: str | None,
+) -> dict[str, Any]:
+    """Append ground truth from the version's own seed references to the train split; its lineage."""
+    available, held_out = repository.stage_seed_truth(
+        session, dataset_id, field, seed_field_path(field), split_seed
+    )
+    n = ground_truth_count(available, counts["train"], ratio)
+    repository.insert_seed_truth_rows(session, dataset_id, counts["total"], n, field=field, system=system)
+    return {
+        "from": "seed_field",
+        "from_seed_field": field,
+        "available": available,
+        "held_out_items": held_out,
+        "rows": n,
+        "requested_ratio": ratio,
+        "choice": SEED_CHOICE,
+    }
 
 
 def _lineage(

@@ -84,6 +84,9 @@ class Job(Base):
     seed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     priority: Mapped[int] = mapped_column(Integer, server_default="0")
     params: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # The recipe stage whose samples are the training pairs, fixed at submission (generator.recipe
+    # decides it); null only for rows whose recipe names no usable stage.
+    answer_stage: Mapped[str | None] = mapped_column(String(100))
     items_total: Mapped[int] = mapped_column(Integer, server_default="0")
     items_done: Mapped[int] = mapped_column(Integer, server_default="0")
     samples_written: Mapped[int] = mapped_column(BigInteger, server_default="0")

@@ -125,6 +125,10 @@ class JobOut(BaseModel):
     seed: int
     priority: int
     params: dict[str, Any] = Field(description="limit, shard_size, chunk_size.")
+    answer_stage: str | None = Field(
+        description="The recipe stage whose samples are the training pairs (fixed at submission); "
+        "filters, reviews and versions default to it."
+    )
     error: str | None
     idempotency_key: str | None
     created_by: int | None

@@ -89,6 +89,7 @@ def submit_job(
         seed=payload.seed if payload.seed is not None else spec.seed,
         priority=payload.priority,
         params={"limit": payload.limit, "shard_size": shard_size, "chunk_size": chunk_size},
+        answer_stage=spec.answer_stage,
         items_total=items_total,
         idempotency_key=idempotency_key,
         request_digest=request_digest,

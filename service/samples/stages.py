@@ -1,42 +1,24 @@
-"""The default stage of a selection: the recipe's answer stage.
+"""The default stage of a selection: the jobs' answer stage.
 
-A recipe document (generator.recipe) names it in `answer_stage`; otherwise it is the last stage
-that is not a judge (a judge stage has `judges: <stage>`). Only those two keys are read here.
+Each job stores it at submission (`job.answer_stage`, what generator.recipe's `Recipe.answer_stage`
+says: the recipe's `answer_stage`, else its last stage that is not a judge), so it is decided in
+one place and never re-derived from the recipe document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Recipe, Sample
-
-
-def recipe_answer_stage(spec: dict[str, Any]) -> str | None:
-    """The recipe's answer stage, or None when the document names no usable stage."""
-    chosen = spec.get("answer_stage")
-    if isinstance(chosen, str) and chosen:
-        return chosen
-    stages = spec.get("stages")
-    if not isinstance(stages, list):
-        return None
-    names = [
-        stage["name"]
-        for stage in stages
-        if isinstance(stage, dict) and isinstance(stage.get("name"), str) and stage.get("judges") is None
-    ]
-    return names[-1] if names else None
+from service.db.models import Job, Sample
 
 
 def answer_stages(session: Session, job_ids: Sequence[int]) -> dict[int, str | None]:
-    """Each existing job's answer stage (None where its recipe does not tell)."""
-    rows = session.execute(
-        select(Job.id, Recipe.spec).join(Recipe, Recipe.id == Job.recipe_id).where(Job.id.in_(list(job_ids)))
-    ).all()
-    return {job_id: recipe_answer_stage(spec or {}) for job_id, spec in rows}
+    """Each existing job's answer stage, as fixed when it was submitted (None where none was)."""
+    rows = session.execute(select(Job.id, Job.answer_stage).where(Job.id.in_(list(job_ids)))).all()
+    return {job_id: stage for job_id, stage in rows}
 
 
 def stages_present(session: Session, job_ids: Sequence[int]) -> list[str]:

@@ -34,6 +34,7 @@ def test_submit_inline_creates_job_shards_recipe_and_queued_event(
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued"
     assert job["priority"] == 5
+    assert job["answer_stage"] == "answer", "fixed at submission from the recipe"
     assert job["progress"]["items_total"] == 10
     assert job["progress"]["items_done"] == 0
     assert job["progress"]["eta_seconds"] is None

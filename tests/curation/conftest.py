@@ -94,7 +94,13 @@ RECIPE = {
 }
 
 
-def make_job(url: str, *, spec: dict[str, Any] | None = None, teacher: str = "/models/teacher") -> int:
+def make_job(
+    url: str,
+    *,
+    spec: dict[str, Any] | None = None,
+    teacher: str = "/models/teacher",
+    answer_stage: str | None = "answer",
+) -> int:
     """A committed finished job on a committed recipe row (samples are inserted directly)."""
     with transaction(url) as session:
         recipe = Recipe(
@@ -102,7 +108,12 @@ def make_job(url: str, *, spec: dict[str, Any] | None = None, teacher: str = "/m
         )
         session.add(recipe)
         session.flush()
-        job = Job(recipe_id=recipe.id, status="succeeded", teacher={"model": teacher, "engine": "vllm"})
+        job = Job(
+            recipe_id=recipe.id,
+            status="succeeded",
+            teacher={"model": teacher, "engine": "vllm"},
+            answer_stage=answer_stage,
+        )
         session.add(job)
         session.flush()
         return job.id

@@ -142,6 +142,7 @@ def _job(
         teacher=teacher,
         seed=7,
         params={"limit": None, "shard_size": 32, "chunk_size": 8},
+        answer_stage=recipe.spec.get("answer_stage") or recipe.spec["stages"][-1]["name"],
         items_total=items_total,
         items_done=items_done,
         samples_written=samples,

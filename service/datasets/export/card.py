@@ -29,9 +29,10 @@ FORMAT_TEXT = {
     "(assistant); for `trl.DPOTrainer` and other preference trainers.",
 }
 PROVENANCE_TEXT = (
-    "- **Provenance columns**: `sample_id` (the hardlabel sample), `job_id` (its generation job), "
-    "`teacher` (the job's teacher model), `item_index` (the seed item it answers); null for "
-    "ground-truth rows."
+    "- **Provenance columns**: `source` (`teacher` or `ground_truth`), `sample_id` (the hardlabel "
+    "sample), `job_id` (its generation job), `teacher` (the job's teacher model), `item_index` (the "
+    "seed item it answers). A ground-truth row has no sample or teacher (null); one taken from the "
+    "seed data names the job and item its reference came from."
 )
 
 
@@ -104,6 +105,9 @@ def dataset_card(
                 f"- {split}: {pairs:,} pairs of {prompts:,} prompts ({prompts - pairs:,} skipped without a "
                 f"pair); rejected by review {by_review:,}, by judge score {pairs - by_review:,}"
             )
+    ground_truth = lineage.get("ground_truth")
+    if ground_truth:
+        lines += ["", *ground_truth_section(ground_truth, manifest.row_counts)]
     lines += [
         "",
         "## Lineage",
@@ -124,12 +128,6 @@ def dataset_card(
         lines.append(
             "- review status of teacher rows: " + ", ".join(f"{k} {v:,}" for k, v in sorted(reviews.items()))
         )
-    ground_truth = lineage.get("ground_truth")
-    if ground_truth:
-        lines.append(
-            f"- ground truth: {ground_truth.get('rows', 0):,} rows (actual ratio "
-            f"{ground_truth.get('actual_ratio')}, requested {ground_truth.get('requested_ratio')})"
-        )
     lines += [
         "",
         "<details><summary>Full lineage and query (JSON)</summary>",
@@ -142,3 +140,46 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _ratio(value: Any) -> str:
+    return f"{value} ({float(value):.1%})" if isinstance(value, int | float) else "n/a"
+
+
+def ground_truth_section(ground_truth: dict[str, Any], row_counts: dict[str, Any]) -> list[str]:
+    """The card's statement of the blend: the stated and the actual ratio, and where ground truth came from."""
+    rows = int(ground_truth.get("rows") or 0)
+    train = int(row_counts.get("train") or 0)
+    stated = ground_truth.get("requested_ratio")
+    actual = ground_truth.get("actual_ratio")
+    lines = [
+        "## Ground truth",
+        "",
+        f"The train split blends ground truth with the teacher's labels: {rows:,} of its {train:,} rows are "
+        f"ground truth, {train - rows:,} the teacher's. Every row's `source` (`teacher` or `ground_truth`) "
+        "says which; the test split holds teacher rows only.",
+        "",
+        "- **Stated ratio**: "
+        + (_ratio(stated) if stated is not None else "none (every available ground-truth row is used)"),
+        f"- **Actual ratio** in the train split: {_ratio(actual)}",
+    ]
+    available = ground_truth.get("available")
+    if stated is not None and rows < round((train - rows) * float(stated) / (1 - float(stated))):
+        lines.append(f"  (below the stated ratio: only {rows:,} ground-truth rows were available)")
+    origin = ground_truth.get("from")
+    if origin == "seed_field":
+        field = ground_truth.get("from_seed_field")
+        lines.append(
+            f"- **From**: the seed data of this version's own items: the reference in `inputs.{field}` is "
+            f"the answer to the item's question ({available or 0:,} items available to train; "
+            f"{ground_truth.get('held_out_items', 0):,} held out because the test split asks them)"
+        )
+    else:
+        kind = "an uploaded JSONL file" if origin == "upload" else "records given with the request"
+        lines.append(
+            f"- **From**: {kind} of {available or 0:,} question/answer records "
+            f"(sha256 `{ground_truth.get('records_sha256', '?')}`)"
+        )
+    if ground_truth.get("choice"):
+        lines.append(f"- **Chosen**: {ground_truth['choice']}")
+    return lines

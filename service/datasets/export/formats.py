@@ -9,7 +9,9 @@
   `rejected`: [assistant]) for DPO-style trainers, from PAIR_SCHEMA batches (see preference.py).
 
 With provenance, every format gets the PROVENANCE_SCHEMA columns after its own (the preference
-format's name the chosen answer's sample, plus `rejected_sample_id`); null for ground-truth rows.
+format's name the chosen answer's sample, plus `rejected_sample_id`): `source` (teacher |
+ground_truth) always; a ground-truth row has no sample or teacher, and names its job and item only
+when it came from the version's seed data.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ FLAT_SCHEMA = pa.schema([("question", pa.string()), ("answer", pa.string()), ("s
 PAIR_SCHEMA = pa.schema(
     [("question", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), ("system", pa.string())]
 )
-# Where a row came from: its sample, the sample's job, the job's teacher model and the item index.
+# Where a row came from: teacher or ground truth, its sample, the sample's job, the job's teacher
+# model and the item index.
 PROVENANCE_SCHEMA = pa.schema(
-    [("sample_id", pa.int64()), ("job_id", pa.int64()), ("teacher", pa.string()), ("item_index", pa.int64())]
+    [
+        ("source", pa.string()),
+        ("sample_id", pa.int64()),
+        ("job_id", pa.int64()),
+        ("teacher", pa.string()),
+        ("item_index", pa.int64()),
+    ]
 )
 PAIR_PROVENANCE_SCHEMA = pa.schema([*PROVENANCE_SCHEMA, pa.field("rejected_sample_id", pa.int64())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])

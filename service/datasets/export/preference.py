@@ -160,7 +160,9 @@ def pair_batches(
     ).format(table)
     columns = "p.question, p.chosen, p.rejected, p.system"
     if provenance:
-        columns += ", p.sample_id, p.job_id, j.teacher->>'model', p.item_index, p.rejected_sample_id"
+        columns += (
+            ", 'teacher', p.sample_id, p.job_id, j.teacher->>'model', p.item_index, p.rejected_sample_id"
+        )
         longest = sql.SQL(
             "SELECT ({}) + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)"
         ).format(longest)

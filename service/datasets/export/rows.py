@@ -127,15 +127,18 @@ def flat_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The split's rows in row order, as FLAT_SCHEMA Arrow batches of about `batch_bytes` of data.
 
-    With `provenance`, also PROVENANCE_SCHEMA's columns: the row's sample id, the job id frozen
-    with it, the job's teacher model and the sample's item index (null for ground-truth rows, or
-    where the sample is gone).
+    With `provenance`, also PROVENANCE_SCHEMA's columns: the row's source (teacher |
+    ground_truth), sample id, the job id frozen with it, the job's teacher model and the sample's
+    item index (null where the sample is gone). A ground-truth row has no sample and no teacher;
+    one taken from seed data names the job and item index its reference came from.
     """
     where = sql.SQL("r.dataset_id = {} AND r.split = {}").format(sql.Literal(dataset_id), sql.Literal(split))
     if provenance:
         query = sql.SQL(
-            "SELECT r.question, r.answer, r.system, r.sample_id, CAST(r.extra->>'job_id' AS bigint), "
-            "j.teacher->>'model', s.item_index FROM dataset_row r "
+            "SELECT r.question, r.answer, r.system, r.source, r.sample_id, "
+            "CAST(r.extra->>'job_id' AS bigint), "
+            "CASE WHEN r.source = 'teacher' THEN j.teacher->>'model' END, "
+            "coalesce(s.item_index, CAST(r.extra->>'item_index' AS bigint)) FROM dataset_row r "
             "LEFT JOIN sample s ON s.id = r.sample_id "
             "LEFT JOIN job j ON j.id = CAST(r.extra->>'job_id' AS bigint) "
             "WHERE {} ORDER BY r.row_index"
