@@ -14,7 +14,7 @@ from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
-from service.cli.display import duration, follow, when
+from service.cli.display import duration, follow, rate, when
 from service.statuses import ALL_STATUSES
 
 # Seed sources read from files; the CLI inlines them so the job does not depend on the server's disk.
@@ -78,10 +78,6 @@ def teacher_config(
     return config
 
 
-def _rate(value: float | None, unit: str) -> str:
-    return "-" if value is None else f"{value:,.1f} {unit}"
-
-
 # What a running job's phase means to a person watching it.
 PHASE_LABEL = {"starting": "starting teacher", "generating": "generating"}
 
@@ -105,7 +101,7 @@ def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Cons
                 completed=p["items_done"],
                 status=PHASE_LABEL.get(p["phase"], job["status"]),
                 samples=f"{p['samples_written']:,}",
-                tokens=_rate(p["tokens_out_per_second"], "tok/s"),
+                tokens=rate(p["tokens_out_per_second"], "tok/s"),
                 eta=duration(p["eta_seconds"]),
             )
 
@@ -206,7 +202,7 @@ def submit(
     elapsed = p["elapsed_seconds"] or 0.0
     err.print(
         f"job {final['id']} succeeded: {p['items_done']} items, {p['samples_written']} samples, "
-        f"{p['tokens_out']:,} tokens out in {elapsed:.1f}s ({_rate(p['items_per_second'], 'items/s')})"
+        f"{p['tokens_out']:,} tokens out in {elapsed:.1f}s ({rate(p['items_per_second'], 'items/s')})"
     )
 
 
@@ -225,7 +221,7 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
             f"{p['items_done']}/{p['items_total']}",
             f"{100 * p['fraction']:.0f}",
             f"{p['samples_written']:,}",
-            _rate(p["items_per_second"], ""),
+            rate(p["items_per_second"], ""),
             duration(p["eta_seconds"]),
             when(job["created_at"]),
         )
@@ -243,7 +239,7 @@ def _job_report(job: dict[str, Any], console: Console) -> None:
         f"priority {job['priority']}",
         f"items {p['items_done']}/{p['items_total']} ({100 * p['fraction']:.0f}%) · "
         f"samples {p['samples_written']:,} · tokens in {p['tokens_in']:,} / out {p['tokens_out']:,}",
-        f"{_rate(p['items_per_second'], 'items/s')} · {_rate(p['tokens_out_per_second'], 'tok/s')} · "
+        f"{rate(p['items_per_second'], 'items/s')} · {rate(p['tokens_out_per_second'], 'tok/s')} · "
         f"ETA {duration(p['eta_seconds'])}",
         f"created {when(job['created_at'])} · started {when(job['started_at'])} · "
         f"finished {when(job['finished_at'])}",

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from service.cli import CliError
-from service.cli.demo.loop import duration, sparkline
 from service.cli.demo.plan import (
     DEFAULT_RECIPE,
     MAX_ADDITION_QUESTIONS,
@@ -20,6 +19,7 @@ from service.cli.demo.plan import (
     verifier_mode,
 )
 from service.cli.demo.teacher import teacher_key
+from service.cli.display import elapsed, sparkline
 
 
 def test_addition_sets_are_disjoint_and_the_teachers_never_move() -> None:
@@ -165,8 +165,8 @@ def test_teacher_key_names_the_data_and_the_settings() -> None:
 
 
 def test_narration_formats() -> None:
-    assert duration(12.34) == "12.3 s"
-    assert duration(250) == "4:10"
+    assert elapsed(12.34) == "12.3 s"
+    assert elapsed(250) == "4:10"
     line = sparkline([3.0, 2.0, 1.0, 0.5, 0.5])
     assert line[0] == "█"
     assert line[-1] == "▁"

@@ -15,26 +15,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from service.cli import CliError
 from service.cli.api_client import ApiClient
 from service.cli.database import resolve_database
 from service.cli.demo.plan import REFERENCE_FIELD, Plan, TeacherData, dataset_name
+from service.cli.demo.report import Outcome, results_table, timing_table
 from service.cli.demo.server import DemoService, nvidia_gpu
 from service.cli.demo.tasks import DemoTask
 from service.cli.demo.teacher import (
@@ -44,6 +37,7 @@ from service.cli.demo.teacher import (
     teacher_key,
     write_training_data,
 )
+from service.cli.display import elapsed, one_line, percent, rate, sparkline, step_bars
 from service.cli.jobs import teacher_config
 from service.settings import Settings
 from service.statuses import ACTIVE_STATUSES, FINISHED_STATUSES
@@ -96,53 +90,12 @@ TINY_ENGINE: dict[str, Any] = {
 CPU_ENGINE: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
 CPU_MAX_CONTEXT = 2048
 # Errors the service stores can span lines (a pydantic error, a log tail): the demo shows one.
-MAX_ERROR_CHARS = 500
-
-SPARKS = "▁▂▃▄▅▆▇█"
 
 
 class DemoError(CliError):
     """A step of the demo failed: one line, exit code 1 (bad options stay CliError, exit code 2)."""
 
     exit_code = 1
-
-
-# --- formatting ---------------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
-def rate(value: float | None, unit: str) -> str:
-    if not value:
-        return f"– {unit}"
-    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
-
-
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def sparkline(values: Sequence[float], width: int = 20) -> str:
-    """The whole series squeezed into `width` characters (a falling loss reads left to right)."""
-    if not values:
-        return ""
-    if len(values) > width:
-        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
-    low, high = min(values), max(values)
-    if high - low < 1e-12:
-        return SPARKS[0] * len(values)
-    return "".join(SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1))] for v in values)
-
-
-def one_line(text: object) -> str:
-    """An error the service stored, as one line of bounded length."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= MAX_ERROR_CHARS else flat[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def cpu_context_length(model: str) -> int:
@@ -158,18 +111,6 @@ def cpu_context_length(model: str) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _bars(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(finished_text="[green]✓[/]"),
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -188,24 +129,6 @@ class Options:
     threads: int | None
     task: DemoTask | None = None
     student_layers: int | None = None  # with a task: prune the teacher to this many layers
-
-
-@dataclass
-class Outcome:
-    """What the results table shows."""
-
-    teacher_label: str = ""
-    generated: int = 0
-    kept: int = 0
-    failed_by_filter: dict[str, int] = field(default_factory=dict)
-    unparsed: int = 0  # samples whose output parser failed: no filter sees them, no version keeps them
-    dataset: dict[str, Any] = field(default_factory=dict)
-    export_dir: Path | None = None
-    run: dict[str, Any] = field(default_factory=dict)
-    train_steps: int = 0
-    train_seconds: float = 0.0
-    seconds_per_step: float | None = None  # between the first and last logged steps
-    eval_seconds: float = 0.0
 
 
 class Demo:
@@ -254,7 +177,7 @@ class Demo:
         seconds = time.perf_counter() - started
         self.timings.append((title, seconds, note[0]))
         if number < STEPS:
-            self.console.print(f"[green]✓[/] {title.lower()} done in {duration(seconds)}")
+            self.console.print(f"[green]✓[/] {title.lower()} done in {elapsed(seconds)}")
 
     def say(self, text: str) -> None:
         self.console.print(f"  {text}", highlight=False)
@@ -341,7 +264,7 @@ class Demo:
                     f"{result['validation_items']} validation questions right after {result['steps']:,} "
                     "steps, so no training this time"
                 )
-                note[0] = f"cached ({result['steps']:,} steps, {duration(result['seconds'])} the first time)"
+                note[0] = f"cached ({result['steps']:,} steps, {elapsed(result['seconds'])} the first time)"
             else:
                 self.say(
                     f"training a {shape} from scratch on {len(data.rows):,} ground-truth additions until "
@@ -369,7 +292,7 @@ class Demo:
         teacher_dir = Path(
             self._hardlabel("models", "pull", task.teacher, "--out", str(models / task.teacher))
         )
-        self.say(f"teacher   {teacher_dir} ({duration(time.perf_counter() - started)})")
+        self.say(f"teacher   {teacher_dir} ({elapsed(time.perf_counter() - started)})")
         config = teacher_config(str(teacher_dir), None, None, ())
         if not nvidia_gpu():
             # float32: vLLM's CPU kernels are fastest for it, and train and evaluation use the same.
@@ -445,7 +368,7 @@ class Demo:
         )
         validation, loss = "–", "–"
         result: dict[str, Any] = {}
-        with _bars(self.console) as bars:
+        with step_bars(self.console) as bars:
             bar = bars.add_task(
                 "teacher", total=options.teacher_max_steps, info="starting (log: teacher.log)"
             )
@@ -514,12 +437,12 @@ class Demo:
     def _follow_items(self, route: str, label: str, task: dict[str, Any], unit: str) -> dict[str, Any]:
         """Poll a job or filter run (items done of total, items/s, ETA) with a bar until it finishes."""
         submitted, hinted = time.monotonic(), [False]
-        with _bars(self.console) as bars:
+        with step_bars(self.console) as bars:
             bar = bars.add_task(label, total=task["progress"]["items_total"] or None, info="")
             while True:
                 p = task["progress"]
                 running = task["status"] == "running" and p["eta_seconds"] is not None
-                eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
+                eta = f" · ETA {elapsed(p['eta_seconds'])}" if running else ""
                 info = (
                     task["status"] if task["status"] == "queued" else rate(p["items_per_second"], unit) + eta
                 )
@@ -722,8 +645,8 @@ class Demo:
             done = self.outcome
             per_step = f" ({done.seconds_per_step:.2f} s/step)" if done.seconds_per_step else ""
             note[0] = (
-                f"training {done.train_steps:,} steps {duration(done.train_seconds)}{per_step}, "
-                f"evaluation {duration(done.eval_seconds)}"
+                f"training {done.train_steps:,} steps {elapsed(done.train_seconds)}{per_step}, "
+                f"evaluation {elapsed(done.eval_seconds)}"
             )
 
     def _follow_training(self, run: dict[str, Any]) -> dict[str, Any]:
@@ -733,7 +656,7 @@ class Demo:
         submitted, hinted = time.monotonic(), [False]
         training_started: float | None = None
         evaluation_started: float | None = None
-        with _bars(self.console) as bars:
+        with step_bars(self.console) as bars:
             train_bar = bars.add_task(f"run {run['id']}", total=None, info="queued")
             eval_bar = None
             while True:
@@ -763,7 +686,7 @@ class Demo:
                     info = "queued"
                 else:
                     running = phase == "training" and p["eta_seconds"] is not None
-                    eta = f" · ETA {duration(p['eta_seconds'])}" if running else ""
+                    eta = f" · ETA {elapsed(p['eta_seconds'])}" if running else ""
                     # Log scale: the first steps' loss (~6) would flatten the rest of the curve.
                     curve = sparkline([math.log(max(loss, 1e-6)) for loss in losses])
                     shown = f"loss {losses[-1]:.4f} {curve}" if losses else "loss –"
@@ -800,66 +723,16 @@ class Demo:
         return run
 
     def report(self) -> None:
-        outcome, plan = self.outcome, self.plan
         with self.step(5, "Results"):
-            results = outcome.run.get("results") or {}
-
-            def score(name: str) -> str:
-                entry = results.get(name)
-                return (
-                    "–"
-                    if not entry
-                    else f"{percent(entry['accuracy'])} ({entry['correct']}/{entry['items']})"
-                )
-
-            ratio = results.get("ratio")
             goal = self.options.task.ratio_goal if self.options.task else RATIO_GOAL
-            verdict = "" if ratio is None else (" [green]✓[/]" if ratio >= goal else " [red]✗[/]")
-            table = Table(
-                title="hard-label distillation, end to end", show_header=False, title_justify="left"
-            )
-            table.add_column(style="bold", no_wrap=True)
-            table.add_column()
-            table.add_row("teacher", f"{score('teacher')}  {outcome.teacher_label}")
-            table.add_row("student before", score("student_before"))
-            table.add_row("student after", score("student_after"))
-            shown_ratio = "–" if ratio is None else f"{ratio:.3f}"
-            table.add_row("student / teacher", f"{shown_ratio}{verdict}  (goal ≥ {goal})")
-            table.add_row(
-                "evaluated on",
-                f"{results.get('items', 0)} items: {results.get('source', '–')}, "
-                f"{results.get('scorer', '')} match",
-            )
-            failed = ", ".join(f"{name} {n:,}" for name, n in outcome.failed_by_filter.items())
-            if outcome.unparsed:
-                failed += f"; unparsed {outcome.unparsed:,}"
-            table.add_row(
-                "samples",
-                f"{outcome.generated:,} generated, {outcome.kept:,} kept, "
-                f"{outcome.generated - outcome.kept:,} filtered out (failed {failed})",
-            )
-            counts = outcome.dataset.get("row_counts", {})
-            table.add_row(
-                "dataset",
-                f"{outcome.dataset.get('name')} v{outcome.dataset.get('version')}: "
-                f"train {counts.get('train', 0):,}, test {counts.get('test', 0):,}; "
-                f"exported to {outcome.export_dir}",
-            )
-            table.add_row("student model", str(outcome.run.get("model_path")))
-            self.console.print(table)
-            timing = Table(
-                "step", "time", "", title="time per step", title_justify="left", box=None, padding=(0, 2)
-            )
-            for title, seconds, note in self.timings:
-                timing.add_row(title.lower(), duration(seconds), note)
-            timing.add_row("[bold]total[/]", f"[bold]{duration(time.perf_counter() - self.started)}[/]", "")
-            self.console.print(timing)
-            for text in plan.notes:
+            self.console.print(results_table(self.outcome, goal))
+            self.console.print(timing_table(self.timings, time.perf_counter() - self.started))
+            for text in self.plan.notes:
                 self.say(f"[yellow]note: {text}[/]")
             assert self.service is not None
             url, token = self.service.url, self.service.token
             self.console.print()
-            self.say(f"UI     {url}/ui/training/{outcome.run.get('id')}  (sign in with the token)")
+            self.say(f"UI     {url}/ui/training/{self.outcome.run.get('id')}  (sign in with the token)")
             self.say(f"token  {token}")
             self.say(f"CLI    export HARDLABEL_API_URL={url} HARDLABEL_TOKEN={token}")
 
