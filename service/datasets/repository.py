@@ -183,7 +183,9 @@ def any_sample_has_seed_field(
 ) -> bool:
     """Whether some matching sample's seed carries a non-null `field`."""
     reference = seed_reference(field, path)
-    found = select(Sample.id).where(*conditions, reference.is_not(None), func.jsonb_typeof(reference) != "null")
+    found = select(Sample.id).where(
+        *conditions, reference.is_not(None), func.jsonb_typeof(reference) != "null"
+    )
     return session.scalar(select(exists(found))) is True
 
 
@@ -234,7 +236,10 @@ def stage_seed_truth(
         {"id": dataset_id, "field": field, "path": list(path), "seed": str(split_seed)},
     )
     available, held_out = session.execute(
-        text("SELECT count(*) FILTER (WHERE NOT held_out), count(*) FILTER (WHERE held_out) FROM freeze_seed_truth")
+        text(
+            "SELECT count(*) FILTER (WHERE NOT held_out), count(*) FILTER (WHERE held_out) "
+            "FROM freeze_seed_truth"
+        )
     ).one()
     return int(available), int(held_out)
 

@@ -167,6 +167,7 @@ def test_filter_help_lists_every_type_with_its_parameters() -> None:
         "--limit INTEGER RANGE At most this many samples",
         "--test-fraction FLOAT RANGE Share of samples held out as the test split",
         "--stratify-by-job Hold out --test-fraction of each job's rows",
-        "--ratio FLOAT RANGE With --ground-truth: the share of the train split that is ground truth",
+        "--ground-truth-from-seed FIELD Take ground truth from the samples' own seed data",
+        "--ratio FLOAT RANGE With --ground-truth or",
     ):
         assert words in create, words

@@ -22,7 +22,7 @@ from service.db.session import get_engine, transaction
 
 SYSTEM = "Answer briefly."
 TEACHER = "/models/teacher-provenance"
-PROVENANCE = ["sample_id", "job_id", "teacher", "item_index"]
+PROVENANCE = ["source", "sample_id", "job_id", "teacher", "item_index"]
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +51,20 @@ def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url
 def expected_provenance(url: str, dataset_id: int, split: str) -> list[dict[str, Any]]:
     with transaction(url) as session:
         rows = session.execute(
-            select(DatasetRow.sample_id, Sample.job_id, Sample.item_index)
+            select(DatasetRow.source, DatasetRow.sample_id, Sample.job_id, Sample.item_index)
             .outerjoin(Sample, Sample.id == DatasetRow.sample_id)
             .where(DatasetRow.dataset_id == dataset_id, DatasetRow.split == split)
             .order_by(DatasetRow.row_index)
         ).all()
     return [
         {
+            "source": source,
             "sample_id": sample_id,
             "job_id": job_id,
             "teacher": TEACHER if sample_id is not None else None,
             "item_index": item_index,
         }
-        for sample_id, job_id, item_index in rows
+        for source, sample_id, job_id, item_index in rows
     ]
 
 
@@ -111,7 +112,8 @@ def test_provenance_columns_in_downloads(
     ground_truth = [
         r for r in expected_provenance(curation_db_url, version["id"], "train") if r["sample_id"] is None
     ]
-    assert ground_truth == [dict.fromkeys(PROVENANCE)]  # the ground-truth row: nulls
+    # The uploaded ground-truth row: its source, and no sample, job, teacher or item.
+    assert ground_truth == [{**dict.fromkeys(PROVENANCE), "source": "ground_truth"}]
 
 
 def test_provenance_in_export_to_folder_and_the_card(
@@ -136,7 +138,7 @@ def test_provenance_in_export_to_folder_and_the_card(
         assert rows == expected_provenance(curation_db_url, version["id"], split)
     card = (out / "README.md").read_text()
     assert "**Provenance columns**" in card
-    assert "`prompt`, `completion`, `sample_id`, `job_id`, `teacher`, `item_index`" in card
+    assert "`prompt`, `completion`, `source`, `sample_id`, `job_id`, `teacher`, `item_index`" in card
 
     plain_card = client.get(f"/v1/datasets/{version['id']}/card", headers=viewer.headers).text
     assert "- **Columns**: `prompt`, `completion`\n" in plain_card

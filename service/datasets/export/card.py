@@ -147,7 +147,7 @@ def _ratio(value: Any) -> str:
 
 
 def ground_truth_section(ground_truth: dict[str, Any], row_counts: dict[str, Any]) -> list[str]:
-    """The card's statement of the blend: the stated and the actual ratio, and where ground truth came from."""
+    """The card's statement of the blend: the stated and actual ratio, and where ground truth came from."""
     rows = int(ground_truth.get("rows") or 0)
     train = int(row_counts.get("train") or 0)
     stated = ground_truth.get("requested_ratio")
