@@ -12,11 +12,6 @@ server. Training and curation tests use their samples.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
+from vllm_server import OpenAIServer, start_openai_server
 
 from realmodel.recipes import SERVED_COUNTRIES, capitals_recipe, multi_stage_recipe
 from service.app import create_app
@@ -96,74 +91,13 @@ def real_teacher(real_model_dir: Path) -> dict[str, Any]:
     }
 
 
-@dataclass
-class OpenAIServer:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-    model: str = SERVED_NAME
-    ready: bool = False
-
-    def wait_ready(self) -> None:
-        if self.ready:
-            return
-        deadline = time.monotonic() + SERVER_READY_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited ({self.process.returncode}); log:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.base_url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
-                    self.ready = True
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"vLLM server not ready after {SERVER_READY_SECONDS}s; log:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def _real_openai_server_process(real_model_dir: Path) -> Iterator[OpenAIServer]:
-    port = _free_port()
-    log_path = SCRATCH / f"vllm-realmodel-server-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        *("--model", str(real_model_dir), "--served-model-name", SERVED_NAME),
-        *("--host", "127.0.0.1", "--port", str(port)),
-        *("--enforce-eager", "--dtype", "float32", "--max-model-len", str(CONTEXT)),
-        *("--kv-cache-memory-bytes", str(256 << 20)),
-        # Per-request seeds need unchunked prefills on CPU (ENV.md).
-        *("--max-num-seqs", "16", "--max-num-batched-tokens", str(16 * CONTEXT)),
-        *("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}'),
-    ]
-    env = {**os.environ, "TMPDIR": str(SCRATCH), "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=SCRATCH, start_new_session=True
-        )
-    server = OpenAIServer(process=process, base_url=f"http://127.0.0.1:{port}/v1", log_path=log_path)
+    server = start_openai_server(
+        real_model_dir, SERVED_NAME, context=CONTEXT, max_num_seqs=16, ready_seconds=SERVER_READY_SECONDS
+    )
     yield server
     server.stop()
-    log_path.unlink(missing_ok=True)  # a failed start already put the log's tail in the error
 
 
 @pytest.fixture(scope="session", autouse=True)
