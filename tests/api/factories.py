@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
+from factories import add_job, unique_name
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from service.auth import issue_token
-from service.db.models import Job, Recipe, Sample
+from service.db.models import Job, Sample
 from service.db.session import transaction
-
-
-def unique_name(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def make_token(database_url: str, role: str, name: str | None = None) -> tuple[int, str]:
@@ -30,19 +26,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 def make_job(session: Session, *, status: str = "queued", items_total: int = 10, **values: Any) -> Job:
     """A job on a stored (unvalidated) recipe row: for tests that only need rows to exist."""
-    recipe = Recipe(name=unique_name("recipe"), version=1, spec={"note": "factory"}, digest=uuid.uuid4().hex)
-    session.add(recipe)
-    session.flush()
-    job = Job(
-        recipe_id=recipe.id,
-        status=status,
-        teacher={"model": "/models/teacher", "engine": "vllm"},
-        items_total=items_total,
-        **values,
-    )
-    session.add(job)
-    session.flush()
-    return job
+    return add_job(session, status=status, items_total=items_total, **values)
 
 
 def sample_row(job_id: int, item_index: int, **values: Any) -> dict[str, Any]:

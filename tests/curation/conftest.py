@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from factories import add_job, add_recipe
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from service.app import create_app
 from service.auth import issue_token
-from service.db.models import Job, Recipe, Sample
+from service.db.models import Sample
 from service.db.scratch import scratch_database
 from service.db.session import transaction
 from service.settings import Settings
@@ -103,19 +104,13 @@ def make_job(
 ) -> int:
     """A committed finished job on a committed recipe row (samples are inserted directly)."""
     with transaction(url) as session:
-        recipe = Recipe(
-            name=f"recipe-{uuid.uuid4().hex[:8]}", version=1, spec=spec or RECIPE, digest=uuid.uuid4().hex
-        )
-        session.add(recipe)
-        session.flush()
-        job = Job(
-            recipe_id=recipe.id,
+        job = add_job(
+            session,
+            add_recipe(session, spec or RECIPE),
             status="succeeded",
             teacher={"model": teacher, "engine": "vllm"},
             answer_stage=answer_stage,
         )
-        session.add(job)
-        session.flush()
         return job.id
 
 

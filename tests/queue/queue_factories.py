@@ -7,15 +7,15 @@ their kinds, so these tests must not share a database with tests that leave queu
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from factories import add_job, add_recipe
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Recipe, Task
+from service.db.models import Job, Task
 from service.db.scratch import scratch_database
 from service.db.session import get_engine, transaction
 from service.queue.enqueue import enqueue_tasks, shard_ranges
@@ -71,24 +71,15 @@ def create_job(
 ) -> tuple[int, list[int]]:
     """A committed recipe + job + one task per shard, as the API creates them; (job id, task ids)."""
     with transaction(url) as session:
-        recipe = Recipe(
-            name=f"r-{uuid.uuid4().hex[:8]}",
-            version=1,
-            spec=spec or {"name": "fake"},
-            digest=uuid.uuid4().hex,
-        )
-        session.add(recipe)
-        session.flush()
-        job = Job(
-            recipe_id=recipe.id,
+        job = add_job(
+            session,
+            add_recipe(session, spec or {"name": "fake"}),
             teacher=teacher or {"model": "fake"},
             items_total=items,
             params=params or {},
             seed=seed,
             status="queued",
         )
-        session.add(job)
-        session.flush()
         tasks = enqueue_tasks(
             session,
             kind,

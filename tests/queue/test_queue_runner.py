@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import fake_worker
 import pytest
+from factories import wait_until
 from queue_factories import create_job, event_kinds, job_row, queue_settings, task_row
 from sqlalchemy import text
 
@@ -35,14 +36,6 @@ def fake_handler() -> Iterator[None]:
         HANDLERS.pop(KIND, None)
     else:
         HANDLERS[KIND] = previous
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def start_worker_thread(url: str, stop: threading.Event, **kwargs: object) -> threading.Thread:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from factories import add_job
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from service.db.models import DatasetRow, DatasetVersion, Event, Job, Recipe, TrainingMetric, TrainingRun
+from service.db.models import DatasetRow, DatasetVersion, Event, TrainingMetric, TrainingRun
 from service.db.session import get_engine, transaction
 
 # A test student: fast on CPU, loss falls within a few dozen steps.
@@ -54,12 +53,7 @@ def make_version(
 
     test = test or []
     with transaction(url) as session:
-        recipe = Recipe(name=f"r-{uuid.uuid4().hex[:8]}", version=1, spec={"note": "factory"}, digest="x")
-        session.add(recipe)
-        session.flush()
-        job = Job(recipe_id=recipe.id, teacher=teacher or {"model": "/no/teacher"}, status="succeeded")
-        session.add(job)
-        session.flush()
+        job = add_job(session, teacher=teacher or {"model": "/no/teacher"}, status="succeeded")
         name = f"ds-{uuid.uuid4().hex[:8]}"
         version = DatasetVersion(
             name=name,
@@ -141,16 +135,6 @@ def metric_times(url: str, run_id: int) -> dict[int, float]:
 def events(url: str, run_id: int) -> list[Event]:
     with Session(get_engine(url), expire_on_commit=False) as session:
         return list(session.scalars(select(Event).where(Event.training_run_id == run_id).order_by(Event.id)))
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def process_alive(pid: int) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import wait_until
 from fastapi.testclient import TestClient
 
 from service.settings import Settings
@@ -27,7 +28,6 @@ from training.factories import (
     process_alive,
     run_row,
     vllm_teacher,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -263,7 +263,7 @@ def test_cancel_stops_the_training_process_and_resume_continues_from_its_checkpo
         },
     )
     worker = train_worker(training_settings).start()
-    wait_for(lambda: run_row(training_db_url, run_id).checkpoints, 300, "a checkpoint")
+    wait_until(lambda: run_row(training_db_url, run_id).checkpoints, 300, "a checkpoint")
     running = detail(client, admin, run_id)
     assert running["status"] == "running"
     assert running["progress"]["phase"] == "training"
@@ -294,7 +294,7 @@ def test_cancel_stops_the_training_process_and_resume_continues_from_its_checkpo
     # Resumed, it continues from the last checkpoint the cancelled process completed.
     assert client.post(f"/v1/training-runs/{run_id}/resume", headers=admin).status_code == 202
     worker = train_worker(training_settings).start()
-    resumed = wait_for(
+    resumed = wait_until(
         lambda: [e for e in events(training_db_url, run_id) if e.kind == "resumed"], 300, "the resumed event"
     )
     assert resumed[0].data["checkpoint"] == f"checkpoint-{last}"
@@ -303,7 +303,7 @@ def test_cancel_stops_the_training_process_and_resume_continues_from_its_checkpo
     def relogged() -> list[int]:
         return sorted(step for step, at in metric_times(training_db_url, run_id).items() if at > since)
 
-    first_steps = wait_for(relogged, 300, "a step logged by the resumed process")
+    first_steps = wait_until(relogged, 300, "a step logged by the resumed process")
     assert first_steps[0] == last + 1, "the resumed process starts after the checkpoint, not at step 1"
     live = detail(client, admin, run_id)
     assert live["attempts"] == 1
@@ -370,7 +370,7 @@ def test_kill_9_of_the_worker_resumes_from_the_last_checkpoint_without_duplicate
     first = WorkerProcess(training_settings, tmp_path / "worker-1.log")
     second: WorkerProcess | None = None
     try:
-        run = wait_for(
+        run = wait_until(
             lambda: (r := run_row(training_db_url, run_id)).checkpoints and r,
             300,
             "the first checkpoint",
@@ -379,7 +379,7 @@ def test_kill_9_of_the_worker_resumes_from_the_last_checkpoint_without_duplicate
         child = int((Path(run.output_dir) / "child.pid").read_text())
         os.kill(first.process.pid, signal.SIGKILL)
         first.wait(30)
-        wait_for(lambda: not process_alive(child), 30, "the training process to die with its worker")
+        wait_until(lambda: not process_alive(child), 30, "the training process to die with its worker")
         assert run_row(training_db_url, run_id).status == "running"
         out = Path(run.output_dir)
         # The last checkpoint the killed child completed (one cut mid-write is not resumable).

@@ -5,11 +5,11 @@ metric series. Deterministic, so screenshots look the same every run."""
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from factories import add_job, add_recipe
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -117,10 +117,7 @@ class Seeded:
 
 
 def _recipe(session: Session, spec: dict[str, Any]) -> Recipe:
-    recipe = Recipe(name=spec["name"], version=1, spec=spec, digest=uuid.uuid4().hex + uuid.uuid4().hex)
-    session.add(recipe)
-    session.flush()
-    return recipe
+    return add_recipe(session, spec, name=spec["name"])
 
 
 def _job(
@@ -136,8 +133,9 @@ def _job(
     teacher: dict[str, Any],
 ) -> Job:
     now = datetime.now(UTC)
-    job = Job(
-        recipe_id=recipe.id,
+    return add_job(
+        session,
+        recipe,
         status=status,
         teacher=teacher,
         seed=7,
@@ -152,9 +150,6 @@ def _job(
         started_at=now - started_ago,
         finished_at=None if finished_ago is None else now - finished_ago,
     )
-    session.add(job)
-    session.flush()
-    return job
 
 
 def _shards(session: Session, job: Job, *, size: int, worker: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from factories import wait_until
 from queue_factories import create_job, event_kinds, job_row, queue_settings, task_row
 from sqlalchemy import text
-from worker_factories import checkpoints, generate_recipe, sample_stats, wait_until
+from worker_factories import checkpoints, generate_recipe, sample_stats
 
 from generator.samples import ChunkResult, GeneratedSample
 from service.db.session import transaction

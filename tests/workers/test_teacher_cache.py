@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from factories import wait_until
 from queue_factories import create_job, job_row, queue_settings
-from worker_factories import generate_recipe, wait_until
+from worker_factories import generate_recipe
 
 from generator.engines.base import Engine, GenerationRequest, GenerationResult, TeacherConfig
 from service.workers import teachers

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from factories import wait_until
 from queue_factories import create_job, event_kinds, job_row, queue_settings
 from sqlalchemy import text
-from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats, spawn_cli_worker, wait_until
+from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats, spawn_cli_worker
 
 from service.db.session import transaction
 from service.workers.runner import run_worker

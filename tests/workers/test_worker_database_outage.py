@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import wait_until
 from queue_factories import create_job, job_row, queue_settings
 from sqlalchemy import create_engine, make_url, text
-from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats, wait_until
+from worker_factories import ROOT, checkpoints, generate_recipe, sample_stats
 
 from service.db.migrate import upgrade
 from service.db.session import get_engine, transaction

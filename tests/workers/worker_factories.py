@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +35,6 @@ def generate_recipe(items: int, *, n: int = 2, max_tokens: int = 24) -> dict[str
             }
         ],
     }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout:.0f}s")
-        time.sleep(0.02)
 
 
 def checkpoints(url: str, job_id: int) -> int:
