@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,16 +297,7 @@ def _teacher_score(
     write_items(items_path, evaluation_items)
     scores_path = out / EVAL_DIR / SCORES_FILE
     teacher = _teacher_engine(ctx, settings)
-    request = {
-        "run_id": run.id,
-        "parent_pid": os.getpid(),
-        "output_dir": str(out),
-        "items_path": str(items_path),
-        "scores_path": str(scores_path),
-        "verifier": params.model_dump(mode="json"),
-        "max_new_tokens": int(settings.get("max_new_tokens", 64)),
-        "models": [{"name": TEACHER, "config": teacher.model_dump(mode="json")}],
-    }
+    request = _scoring_request(run.id, out, items_path, scores_path, params, settings, [(TEACHER, teacher)])
     code = run_child(ctx, "evaluate", request, out, lambda: None)
     if code != EXIT_OK and ctx.stop_requested:
         return None
@@ -439,16 +431,7 @@ def _evaluate_phase(ctx: TaskContext, run: RunSnapshot, out: Path) -> TaskOutcom
     write_items(items_path, items)
     scores_path = eval_dir / SCORES_FILE
     models = _evaluation_models(ctx, run, out, settings)
-    request = {
-        "run_id": run.id,
-        "parent_pid": os.getpid(),
-        "output_dir": str(out),
-        "items_path": str(items_path),
-        "scores_path": str(scores_path),
-        "verifier": params.model_dump(mode="json"),
-        "max_new_tokens": int(settings.get("max_new_tokens", 64)),
-        "models": [{"name": name, "config": config.model_dump(mode="json")} for name, config in models],
-    }
+    request = _scoring_request(run.id, out, items_path, scores_path, params, settings, models)
     monitor = ScoreMonitor(ctx, run.id, items, params, source, scores_path)
     code = run_child(ctx, "evaluate", request, out, monitor.sync)
     if code != EXIT_OK and ctx.stop_requested:
@@ -513,6 +496,28 @@ def _split_items(
         text_reference = reference if isinstance(reference, str) else json.dumps(reference)
         items.append(EvalItem(question=question, reference=text_reference, system=system))
     return items
+
+
+def _scoring_request(
+    run_id: int,
+    out: Path,
+    items_path: Path,
+    scores_path: Path,
+    params: VerifierParams,
+    settings: dict[str, Any],
+    models: Sequence[tuple[str, TeacherConfig]],
+) -> dict[str, Any]:
+    """What `train_child evaluate` reads: the items, where to write scores, the scorer, the models."""
+    return {
+        "run_id": run_id,
+        "parent_pid": os.getpid(),
+        "output_dir": str(out),
+        "items_path": str(items_path),
+        "scores_path": str(scores_path),
+        "verifier": params.model_dump(mode="json"),
+        "max_new_tokens": int(settings.get("max_new_tokens", 64)),
+        "models": [{"name": name, "config": config.model_dump(mode="json")} for name, config in models],
+    }
 
 
 def _teacher_engine(ctx: TaskContext, settings: dict[str, Any]) -> TeacherConfig:
