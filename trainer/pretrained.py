@@ -131,14 +131,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = "bfloat16") -> 
     _check_no_meta(fresh)
     fresh.generation_config = _generation_config(loaded.generation_config, tokenizer, GenerationConfig)
     parameters = sum(p.numel() for p in fresh.parameters())
-    staging = _staging_dir(out_dir)
-    try:
-        fresh.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _save_atomically(fresh, tokenizer, out_dir)
     return {
         "architecture": type(fresh).__name__,
         "parameters": int(parameters),
@@ -182,14 +175,7 @@ def prune_layers(source: Path, out_dir: Path, *, layers: int | Sequence[int]) ->
     dtype = _saved_dtype(source)
     model.to(getattr(torch, dtype))
     model.config.dtype = dtype
-    staging = _staging_dir(out_dir)
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _save_atomically(model, tokenizer, out_dir)
     return {"kept_layers": keep, "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
@@ -249,6 +235,18 @@ def _saved_dtype(folder: Path) -> str:
         return "float32"
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
     return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
+
+
+def _save_atomically(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """Write the model folder beside `out_dir`, then swap it in: a killed save leaves no half model."""
+    staging = _staging_dir(out_dir)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _staging_dir(out_dir: Path) -> Path:
