@@ -173,6 +173,25 @@ def run_freeze_worker(settings: Settings) -> None:
     run_worker(settings, ["freeze"], exit_when_idle=True)
 
 
+def accepted_version(
+    client: TestClient,
+    admin: Caller,
+    reviewer: Caller,
+    rows: list[dict[str, Any]],
+    job_id: int,
+    **body: Any,
+) -> dict[str, Any]:
+    """`rows` of job `job_id` stored and accepted by the reviewer, then frozen as a version of `body`
+    (its query defaults to that job); returns the version, with `job_id` added."""
+    insert_samples(client.app.state.settings.database_url, rows)  # type: ignore[attr-defined]
+    client.post(
+        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
+    )
+    response = create_version(client, admin.headers, json={"query": {"job_ids": [job_id]}, **body})
+    assert response.status_code == 200, response.text
+    return {**response.json(), "job_id": job_id}
+
+
 def create_version(client: TestClient, headers: dict[str, str], **request: Any) -> Any:
     """POST /v1/datasets (json=… or data=/files=…), let a worker freeze it, and return GET of the version.
 

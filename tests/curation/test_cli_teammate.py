@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 
-from curation.conftest import Caller, create_version, insert_samples, make_job, sample_row
+from curation.conftest import Caller, accepted_version, insert_samples, make_job, sample_row
 from service.cli import main as cli
 from service.filters.specs import FILTER_TYPES, FilterSpec
 from service.settings import get_settings
@@ -48,16 +48,10 @@ def teammate(
 @pytest.fixture(scope="module")
 def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url)
-    insert_samples(
-        curation_db_url, [sample_row(job_id, i, f"What is {i} + 1?", f"{i + 1}") for i in range(10)]
+    rows = [sample_row(job_id, i, f"What is {i} + 1?", f"{i + 1}") for i in range(10)]
+    return accepted_version(
+        client, admin, reviewer, rows, job_id, name="teammate-export", split={"test_fraction": 0.2}
     )
-    client.post(
-        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
-    )
-    body = {"name": "teammate-export", "query": {"job_ids": [job_id]}, "split": {"test_fraction": 0.2}}
-    response = create_version(client, admin.headers, json=body)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 @pytest.mark.parametrize("container", ["jsonl", "hf"])

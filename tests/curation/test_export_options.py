@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from curation.conftest import Caller, create_version, insert_samples, make_job, sample_row
+from curation.conftest import Caller, accepted_version, create_version, insert_samples, make_job, sample_row
 from service.datasets.export.folder import NoPreferencePairs, export_to_folder
 from service.datasets.service import manifest_of
 from service.db.models import DatasetRow, DatasetVersion, Sample
@@ -28,23 +28,17 @@ PROVENANCE = ["source", "sample_id", "job_id", "teacher", "item_index"]
 @pytest.fixture(scope="module")
 def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url, teacher=TEACHER)
-    insert_samples(
-        curation_db_url, [sample_row(job_id, 100 + i, f"What is {i} * 3?", f"{3 * i}") for i in range(12)]
+    created = accepted_version(
+        client,
+        admin,
+        reviewer,
+        [sample_row(job_id, 100 + i, f"What is {i} * 3?", f"{3 * i}") for i in range(12)],
+        job_id,
+        name="export-options",
+        split={"test_fraction": 0.25, "seed": 3},
+        ground_truth={"records": [{"question": "What is 7 * 7?", "answer": "49", "system": SYSTEM}]},
     )
-    client.post(
-        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
-    )
-    body = {
-        "name": "export-options",
-        "query": {"job_ids": [job_id]},
-        "split": {"test_fraction": 0.25, "seed": 3},
-        "ground_truth": {"records": [{"question": "What is 7 * 7?", "answer": "49", "system": SYSTEM}]},
-    }
-    response = create_version(client, admin.headers, json=body)
-    assert response.status_code == 200, response.text
-    created = dict(response.json())
     assert created["row_counts"]["ground_truth"] == 1
-    created["job_id"] = job_id
     return created
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from curation.conftest import Caller, create_version, insert_samples, make_job, sample_row
+from curation.conftest import Caller, accepted_version, create_version, insert_samples, make_job, sample_row
 from service.cli import main as cli
 from service.db.models import DatasetRow
 from service.db.session import transaction
@@ -26,23 +26,18 @@ SYSTEM = "Answer with the number only."
 @pytest.fixture(scope="module")
 def version(client: TestClient, admin: Caller, reviewer: Caller, curation_db_url: str) -> dict[str, Any]:
     job_id = make_job(curation_db_url)
-    insert_samples(
-        curation_db_url, [sample_row(job_id, i, f"What is {i} + {i}?", f"{2 * i}") for i in range(24)]
+    created = accepted_version(
+        client,
+        admin,
+        reviewer,
+        [sample_row(job_id, i, f"What is {i} + {i}?", f"{2 * i}") for i in range(24)],
+        job_id,
+        name="export-me",
+        split={"test_fraction": 0.25, "seed": 1},
+        ground_truth={"records": [{"question": "What is 10 + 10?", "answer": "20", "system": SYSTEM}]},
     )
-    client.post(
-        "/v1/samples/review", json={"query": {"job_id": job_id}, "action": "accept"}, headers=reviewer.headers
-    )
-    body = {
-        "name": "export-me",
-        "query": {"job_ids": [job_id]},
-        "split": {"test_fraction": 0.25, "seed": 1},
-        "ground_truth": {"records": [{"question": "What is 10 + 10?", "answer": "20", "system": SYSTEM}]},
-    }
-    response = create_version(client, admin.headers, json=body)
-    assert response.status_code == 200, response.text
-    created = response.json()
     assert created["row_counts"] == {"total": 25, "train": 19, "test": 6, "teacher": 24, "ground_truth": 1}
-    return dict(created)
+    return created
 
 
 def expected_rows(database_url: str, dataset_id: int, split: str) -> list[tuple[str, str, str | None]]:
