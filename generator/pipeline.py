@@ -27,6 +27,7 @@ from generator.engines.base import Engine, GenerationRequest, GenerationResult, 
 from generator.parsers import ParseOutcome, answer_text, engine_json_schema, parse_completion
 from generator.recipe import CompiledStage, Recipe, compile_stages
 from generator.samples import ChunkResult, GeneratedSample
+from generator.soft_labels import pack as pack_soft_labels
 from generator.templates import TemplateError
 
 
@@ -155,6 +156,7 @@ def _prepare(
             top_k=sampling.top_k,
             min_tokens=sampling.min_tokens,
             ignore_eos=sampling.ignore_eos,
+            logprobs=sampling.logprobs,
         )
         prepared.append(_Prepared(branch, question=question, seed=seed, request_index=len(requests)))
         requests.append(GenerationRequest(messages=messages, sampling=spec, json_schema=schema))
@@ -177,7 +179,13 @@ def _collect(
     judged: dict[int, tuple[GeneratedSample, list[float]]] = {}
 
     def make(
-        work: _Prepared, *, raw: str, outcome: ParseOutcome, value: Any, extra: dict[str, Any]
+        work: _Prepared,
+        *,
+        raw: str,
+        outcome: ParseOutcome,
+        value: Any,
+        extra: dict[str, Any],
+        soft_labels: bytes | None = None,
     ) -> GeneratedSample:
         item = work.branch.item_index
         sample = GeneratedSample(
@@ -193,6 +201,7 @@ def _collect(
             parse_error=outcome.error,
             inputs=dict(work.branch.context),
             provenance=_provenance(recipe, stage, engine, work.seed, extra),
+            soft_labels=soft_labels,
         )
         next_index[item] += 1
         samples.append(sample)
@@ -212,15 +221,23 @@ def _collect(
             continue
         for k, completion in enumerate(result.completions):
             outcome = parse_completion(parser, completion.text)
-            extra = {
+            extra: dict[str, Any] = {
                 **base,
                 "completion_index": k,
                 "completion_tokens": completion.completion_tokens,
                 "finish_reason": completion.finish_reason,
                 "stop_reason": completion.stop_reason,
             }
+            packed: bytes | None = None
+            if completion.soft_labels is not None:
+                packed = pack_soft_labels(completion.soft_labels)
+                extra["soft_labels"] = {
+                    "k": completion.soft_labels.k,
+                    "tokens": len(completion.soft_labels),
+                    "bytes": len(packed),
+                }
             if not outcome.ok:
-                make(work, raw=completion.text, outcome=outcome, value=None, extra=extra)
+                make(work, raw=completion.text, outcome=outcome, value=None, extra=extra, soft_labels=packed)
                 continue
             several = stage.stage.parser.type == "list"
             for j, value in enumerate(outcome.values):
@@ -230,6 +247,7 @@ def _collect(
                     outcome=outcome,
                     value=value,
                     extra={**extra, "list_index": j} if several else extra,
+                    soft_labels=packed,
                 )
                 if stage.stage.judges is not None:
                     target = work.branch.ancestors[stage.stage.judges]

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from generator.errors import RecipeError
 from generator.parsers import PARSER_TYPES, Parser, ScoreParser, TextParser
 from generator.seeds import SeedSpec, seed_columns
+from generator.soft_labels import MAX_TOP_LOGPROBS, packed_size
 from generator.templates import (
     DEFAULT_MAX_RENDERED_CHARS,
     TEMPLATE_GLOBALS,
@@ -62,6 +63,7 @@ __all__ = [
     "Sampling",
     "Stage",
     "compile_stages",
+    "estimated_soft_label_bytes",
     "load_recipe",
     "validate_recipe",
 ]
@@ -99,6 +101,12 @@ class Sampling(BaseModel):
     seed: int = 0
     stop: list[str] | None = None
     ignore_eos: bool = False
+    logprobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOP_LOGPROBS,
+        description="Keep the teacher's top-k log-probabilities of every generated token (soft labels).",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -225,7 +233,9 @@ class CompiledStage:
     @cached_property
     def sampling_params(self) -> dict[str, Any]:
         """The stage's sampling parameters as plain data (without the seed offset), for provenance."""
-        return self.stage.sampling.model_dump(exclude={"seed"})
+        # `logprobs` only where asked, so samples without soft labels keep their provenance as before.
+        exclude = {"seed"} if self.stage.sampling.logprobs is not None else {"seed", "logprobs"}
+        return self.stage.sampling.model_dump(exclude=exclude)
 
     def render(self, context: Mapping[str, Any]) -> tuple[list[dict[str, str]], str]:
         """Chat messages and the student's question for one branch. Raises TemplateError."""
@@ -433,3 +443,30 @@ def _model_in(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+def estimated_soft_label_bytes(recipe: Recipe, items: int) -> int:
+    """Upper bound of the soft-label bytes a job of `items` seed items stores (0 when none is asked).
+
+    Every stage with `sampling.logprobs: k` adds, per request, `n` packed samples of `max_tokens`
+    tokens (`generator.soft_labels.packed_size`: 8 + max_tokens x (4 + 6k) bytes each), times its
+    requests per item: earlier non-judge stages fan out by their `n` and a list parser's
+    `max_items` (a list without `max_items` is counted as one entry, so the bound is then low).
+    A list parser's entries all keep their completion's labels, so they are counted per entry.
+    """
+    branches = 1
+    total = 0
+    for stage in recipe.stages:
+        sampling = stage.sampling
+        max_items = getattr(stage.parser, "max_items", None) if stage.parser.type == "list" else None
+        samples_per_completion = max_items or 1
+        if sampling.logprobs is not None:
+            total += (
+                branches
+                * sampling.n
+                * samples_per_completion
+                * packed_size(sampling.max_tokens, sampling.logprobs)
+            )
+        if not stage.is_judge:
+            branches *= sampling.n * samples_per_completion
+    return items * total

@@ -28,7 +28,9 @@ class GeneratedSample:
         score: a judge stage's score of this sample, when a judge stage targets this stage.
         inputs: the seed row's variables (e.g. a reference answer) plus earlier stages' outputs.
         provenance: teacher model/revision, stage, template hash, sampling params, seed, token
-            counts, finish reason, latency.
+            counts, finish reason, latency (and `soft_labels`: k, tokens, bytes, when kept).
+        soft_labels: with a stage's `sampling.logprobs: k`, the teacher's top-k at every generated
+            token of the completion, packed by `generator.soft_labels.pack` (4 + 6k bytes a token).
     """
 
     item_index: int
@@ -44,6 +46,7 @@ class GeneratedSample:
     score: float | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    soft_labels: bytes | None = None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from trainer.accuracy import (
 )
 from trainer.config import build_sft_config
 from trainer.data import dataset_digest, load_prompt_completion, quiet_datasets, row_texts
+from trainer.distill_loss import SOFT_LABEL_COLUMNS, soft_label_preflight, soft_label_trainer_class
 from trainer.metrics import JsonlMetricsCallback, StepProgressCallback
 from trainer.preflight import MaskReport, check_completion_mask
 from trainer.run_folder import (
@@ -80,6 +81,8 @@ class TrainResult:
     adapter_path: str | None = None
     mask: str = ""
     mask_warnings: list[str] = field(default_factory=list)
+    # With spec.soft_label_alpha: how the teacher's soft labels line up with the student's tokens.
+    soft_labels: str = ""
     # The hyper-parameters trained with, and which of them the schedule rule chose.
     spec: dict[str, Any] = field(default_factory=dict)
     schedule_defaults: list[str] = field(default_factory=list)
@@ -115,6 +118,7 @@ def train(
     callbacks: Sequence[Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     accuracy: AccuracySettings | None = None,
+    teacher_tokenizer: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune a student on a prompt–completion dataset and write `output_dir/final`.
 
@@ -137,13 +141,17 @@ def train(
         accuracy: score the student on held-out items while training (`trainer.accuracy`): the
             score joins the metric series as `eval_accuracy`, the final model is the best-scoring
             one, and training stops at the target or a plateau.
+        teacher_tokenizer: with `spec.soft_label_alpha`, the teacher's model folder: its tokenizer
+            must equal the student's (soft labels are by token id). Without it the pre-flight still
+            refuses data whose teacher tokens do not line up with the student's.
 
     Schedule fields the spec leaves unset are chosen by `trainer.schedule.default_schedule` from the
     number of training rows and the student kind (scratch, full, lora); the resolved spec is written
     to `output_dir/resolved_spec.json` before step 1 and returned in the result.
 
     Raises:
-        DatasetError, StudentError, MaskError, CheckpointError, ValueError: bad input, before step 1.
+        DatasetError, StudentError, MaskError, CheckpointError, SoftLabelError, ValueError: bad
+            input, before step 1.
     """
     with quiet_datasets(), _quiet_transformers():
         return _train(
@@ -159,6 +167,7 @@ def train(
             callbacks=callbacks,
             progress=progress,
             accuracy=accuracy,
+            teacher_tokenizer=teacher_tokenizer,
         )
 
 
@@ -176,6 +185,7 @@ def _train(
     callbacks: Sequence[Any] | None,
     progress: Callable[[dict[str, Any]], None] | None,
     accuracy: AccuracySettings | None,
+    teacher_tokenizer: str | Path | None = None,
 ) -> TrainResult:
     from transformers import PrinterCallback
     from trl.trainer.sft_trainer import SFTTrainer
@@ -210,6 +220,10 @@ def _train(
     mask = check_completion_mask(tokenizer, train_rows, sft_config)
     for warning in mask.warnings:
         log.warning("mask pre-flight: %s", warning)
+    alignment = None
+    if spec.soft_label_alpha is not None:
+        teacher_tok = _load_tokenizer(teacher_tokenizer, sft_config) if teacher_tokenizer else None
+        alignment = soft_label_preflight(tokenizer, train_rows, sft_config, teacher_tokenizer=teacher_tok)
     model = _load_model(student_path, sft_config)
 
     metrics = JsonlMetricsCallback(metrics_path or output_dir / METRICS_FILE)
@@ -232,7 +246,13 @@ def _train(
         all_callbacks.append(scoring)
     if progress is not None:
         all_callbacks.append(StepProgressCallback(metrics, progress))
-    trainer = SFTTrainer(
+    trainer_class: Any = SFTTrainer
+    distill: dict[str, Any] = {}
+    if alignment is not None:
+        trainer_class = soft_label_trainer_class()
+        distill["soft_label_alpha"] = spec.soft_label_alpha
+    trainer = trainer_class(
+        **distill,
         model=model,
         args=sft_config,
         train_dataset=train_rows,
@@ -268,6 +288,7 @@ def _train(
         adapter_path=str(adapter_dir) if adapter_dir else None,
         mask=mask.summary(),
         mask_warnings=mask.warnings,
+        soft_labels=alignment.summary() if alignment is not None else "",
         spec=spec.model_dump(mode="json"),
         schedule_defaults=schedule_defaults,
         train_rows=len(train_rows),
@@ -327,10 +348,19 @@ def _checkpoint_to_resume(output_dir: Path, resume: bool) -> str | None:
 
 
 def _train_and_eval(splits: DatasetDict, spec: TrainingSpec) -> tuple[Dataset, Dataset | None]:
-    train_rows = splits["train"].select_columns(["prompt", "completion"])
+    def columns(split: Dataset) -> list[str]:
+        # Soft-label distillation keeps the teacher's top-k columns (the pre-flight says if absent).
+        soft = (
+            [c for c in SOFT_LABEL_COLUMNS if c in split.column_names]
+            if spec.soft_label_alpha is not None
+            else []
+        )
+        return ["prompt", "completion", *soft]
+
+    train_rows = splits["train"].select_columns(columns(splits["train"]))
     for name in EVAL_SPLITS:
         if name in splits and len(splits[name]):
-            return train_rows, splits[name].select_columns(["prompt", "completion"])
+            return train_rows, splits[name].select_columns(columns(splits[name]))
     if spec.eval_split and len(train_rows) >= 2:
         # Seeded: a resumed run holds out the same rows.
         parts = train_rows.train_test_split(test_size=spec.eval_split, seed=spec.seed)

@@ -103,6 +103,14 @@ class Hyperparameters(BaseModel):
         default="all-linear",
         description="Module names to adapt, or 'all-linear' (every linear but the LM head).",
     )
+    soft_label_alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Soft-label distillation (same tokenizer as the teacher; the dataset exported with "
+        "soft_labels): the loss is alpha x KL(teacher top-k || student) + (1 - alpha) x cross-entropy. "
+        "Unset: hard-label SFT.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Hyperparameters:

@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from generator.soft_labels import SoftLabels
+
 PLAIN_API_KEY_REFUSED = (
     "a plain api_key is never stored: give api_key_env (the name of an environment variable the "
     "worker reads the key from) or api_key_file (the path of a file the worker reads it from)"
@@ -18,6 +20,27 @@ PLAIN_API_KEY_REFUSED = (
 
 class TeacherSecretError(ValueError):
     """The teacher's API key could not be read from the environment variable or file it names."""
+
+
+MAX_PRICE = 1e9
+
+
+class TokenPrice(BaseModel):
+    """What a teacher's tokens cost, per million (any currency; the API reports costs in it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Bounded so that a cost (tokens x price) stays a finite JSON number.
+    input: float = Field(
+        ge=0, le=MAX_PRICE, allow_inf_nan=False, description="Price of a million prompt tokens."
+    )
+    output: float = Field(
+        ge=0, le=MAX_PRICE, allow_inf_nan=False, description="Price of a million completion tokens."
+    )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The price of that many prompt and completion tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
 class TeacherConfig(BaseModel):
@@ -67,6 +90,13 @@ class TeacherConfig(BaseModel):
         default_factory=dict,
         description="OpenAI engine: extra fields merged into every request body (server-specific options).",
     )
+    # Accounting only (never sent to the teacher): costs and budgets of the jobs that use it.
+    price_per_million_tokens: TokenPrice | None = Field(
+        default=None,
+        description="What the teacher charges per million prompt (`input`) and completion (`output`) "
+        "tokens, e.g. a hosted OpenAI-compatible endpoint's list price: jobs then report an estimate at "
+        "submission and their cost, and may set `budget.max_cost`.",
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -113,6 +143,8 @@ class SamplingSpec:
     top_k: int | None = None
     min_tokens: int = 0
     ignore_eos: bool = False
+    # Top-k log-probabilities to return for every generated token (1..20); None: none.
+    logprobs: int | None = None
 
 
 @dataclass
@@ -132,6 +164,8 @@ class Completion:
     # What ended a "stop" completion: the stop string (excluded from `text`) or a stop token id;
     # None for the model's own end of sequence (EOS) and for "length".
     stop_reason: str | int | None = None
+    # With SamplingSpec.logprobs: the teacher's top-k at every generated token (its token ids too).
+    soft_labels: SoftLabels | None = None
 
 
 @dataclass

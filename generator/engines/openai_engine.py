@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from generator.engines.base import Completion, GenerationRequest, GenerationResult, TeacherConfig
+from generator.soft_labels import SoftLabels, from_position_logprobs
 
 _RETRY_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 _MAX_BACKOFF_SECONDS = 30.0
@@ -112,6 +113,11 @@ class OpenAIEngine:
             body["min_tokens"] = spec.min_tokens
         if spec.ignore_eos:
             body["ignore_eos"] = True
+        if spec.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = spec.logprobs
+            # vLLM extension: tokens come back as "token_id:<id>", the ids soft labels are stored by.
+            body["return_tokens_as_token_ids"] = True
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -168,6 +174,7 @@ class OpenAIEngine:
                         tokens,
                         choice.get("finish_reason"),
                         stop_reason=choice.get("stop_reason"),  # a vLLM extension; absent elsewhere
+                        soft_labels=choice_soft_labels(choice, request.sampling.logprobs),
                     )
                 )
         prompt_tokens = int((replies[0][0].get("usage") or {}).get("prompt_tokens", 0))
@@ -208,6 +215,49 @@ class OpenAIEngine:
         raise TeacherUnavailableError(
             f"{self._base_url}chat/completions failed {attempts} times; last: {problem}"
         )
+
+
+def choice_soft_labels(choice: dict[str, Any], k: int | None) -> SoftLabels | None:
+    """The top-k of one chat choice's tokens, where the server returned them with token ids.
+
+    None when not asked, when the server sent no logprobs, or when its tokens are not
+    ``token_id:<id>`` strings (vLLM's `return_tokens_as_token_ids`): soft labels are stored by
+    token id, and a token's text does not name its id reliably.
+    """
+    if k is None:
+        return None
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        return None
+    token_ids: list[int] = []
+    positions: list[dict[int, float]] = []
+    for entry in content:
+        token = _token_id(entry.get("token"))
+        if token is None:
+            return None
+        position: dict[int, float] = {}
+        for alternative in entry.get("top_logprobs") or []:
+            alternative_id = _token_id(alternative.get("token"))
+            if alternative_id is None:
+                return None
+            position[alternative_id] = _finite_or_floor(alternative.get("logprob"))
+        position.setdefault(token, _finite_or_floor(entry.get("logprob")))
+        token_ids.append(token)
+        positions.append(position)
+    return from_position_logprobs(token_ids, positions, k)
+
+
+def _token_id(token: Any) -> int | None:
+    if isinstance(token, str) and token.startswith("token_id:"):
+        digits = token.removeprefix("token_id:")
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+def _finite_or_floor(value: Any) -> float:
+    # Servers send -9999.0 (or null) for an impossible token; keep it as "impossible".
+    return float(value) if isinstance(value, int | float) else float("-inf")
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from generator.engines.base import Completion, GenerationRequest, GenerationResult, TeacherConfig
+from generator.soft_labels import SoftLabels, from_position_logprobs
 
 # vLLM's CPU default for the offline LLM class; made explicit because the batched-token budget
 # below is derived from it.
@@ -61,6 +62,17 @@ def engine_arguments(config: TeacherConfig, *, on_cpu: bool) -> dict[str, Any]:
                 kwargs["enable_chunked_prefill"] = False
     kwargs.update(config.engine_kwargs)
     return kwargs
+
+
+def _soft_labels(output: Any, k: int | None) -> SoftLabels | None:
+    """The top-k of every generated token of one vLLM CompletionOutput (None when not asked)."""
+    if k is None:
+        return None
+    positions = output.logprobs
+    if positions is None:
+        raise RuntimeError("vLLM returned no logprobs although the request asked for them")
+    # `positions` is a list of {token id: Logprob} or vLLM's FlatLogprobs; both index by position.
+    return from_position_logprobs(list(output.token_ids), [positions[i] for i in range(len(positions))], k)
 
 
 class VLLMEngine:
@@ -123,6 +135,7 @@ class VLLMEngine:
             seed=spec.seed,
             stop=spec.stop,
             ignore_eos=spec.ignore_eos,
+            logprobs=spec.logprobs,
             structured_outputs=structured,
         )
 
@@ -158,6 +171,7 @@ class VLLMEngine:
                         completion_tokens=len(c.token_ids),
                         finish_reason=c.finish_reason,
                         stop_reason=c.stop_reason,
+                        soft_labels=_soft_labels(c, requests[position].sampling.logprobs),
                     )
                     for c in sorted(output.outputs, key=lambda c: c.index)
                 ]

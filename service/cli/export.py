@@ -51,6 +51,15 @@ LOAD_HINT = {
 )
 @click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
 @click.option(
+    "--provenance", is_flag=True, help="Add source, sample_id, job_id, teacher, item_index to every row."
+)
+@click.option(
+    "--soft-labels",
+    is_flag=True,
+    help="Add the teacher's top-k logprobs (completion_token_ids, teacher_topk_ids, teacher_topk_logprobs) "
+    "where the job asked for them (stage sampling.logprobs).",
+)
+@click.option(
     "--database",
     "direct",
     is_flag=True,
@@ -64,6 +73,8 @@ def export(
     container: str,
     out_dir: Path,
     force: bool,
+    provenance: bool,
+    soft_labels: bool,
     direct: bool,
     api_url: str | None,
     token: str | None,
@@ -72,10 +83,11 @@ def export(
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise CliError(f"{out_dir} exists and is not empty (use --force to write into it)")
     console = Console(stderr=True)
+    options = {"provenance": provenance, "soft_labels": soft_labels}
     if direct or not (api_url or token):
-        splits, name = _export_from_database(dataset_id, fmt, container, out_dir, console)
+        splits, name = _export_from_database(dataset_id, fmt, container, out_dir, console, options)
     else:
-        splits, name = _export_over_api(api_url, token, dataset_id, fmt, container, out_dir, console)
+        splits, name = _export_over_api(api_url, token, dataset_id, fmt, container, out_dir, console, options)
     rows = ", ".join(f"{split} {n:,}" for split, n in splits.items())
     console.print(f"wrote {name} ({rows}) as {fmt}/{container} to {out_dir}")
     console.print(f"load it with {LOAD_HINT[container].format(dir=str(out_dir))}")
@@ -90,6 +102,7 @@ def _export_over_api(
     container: str,
     out_dir: Path,
     console: Console,
+    options: dict[str, bool],
 ) -> tuple[dict[str, int], str]:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with ApiClient(api_url, token) as client:
@@ -105,7 +118,7 @@ def _export_over_api(
                 headers = client.download(
                     f"/v1/datasets/{dataset_id}/export",
                     archive,
-                    params={"format": fmt, "container": container, "split": "all"},
+                    params={"format": fmt, "container": container, "split": "all", **_query(options)},
                     on_start=lambda total: progress.update(
                         bar, description=f"{name}: downloading", total=total
                     ),
@@ -142,10 +155,15 @@ def _unpack_single_folder(archive: Path, scratch: Path, out_dir: Path) -> None:
         shutil.move(str(item), str(target))
 
 
+def _query(options: dict[str, bool]) -> dict[str, str]:
+    return {name: "true" for name, asked in options.items() if asked}
+
+
 def _export_from_database(
-    dataset_id: int, fmt: str, container: str, out_dir: Path, console: Console
+    dataset_id: int, fmt: str, container: str, out_dir: Path, console: Console, options: dict[str, bool]
 ) -> tuple[dict[str, int], str]:
-    from service.datasets.export.folder import export_to_folder
+    from service.datasets.export.folder import NoPreferencePairs, export_to_folder
+    from service.datasets.export.formats import SoftLabelsUnsupported
     from service.datasets.service import manifest_of
     from service.db.models import DatasetVersion
     from service.db.session import get_engine, transaction
@@ -164,10 +182,18 @@ def _export_from_database(
         bar = progress.add_task(name, total=int(manifest.row_counts.get("total", 0)))
         try:
             splits = export_to_folder(
-                get_engine(url), manifest, fmt, container, out_dir, on_rows=lambda n: progress.advance(bar, n)
+                get_engine(url),
+                manifest,
+                fmt,
+                container,
+                out_dir,
+                on_rows=lambda n: progress.advance(bar, n),
+                **options,
             )
         except OSError as exc:
             raise CliError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
+        except (NoPreferencePairs, SoftLabelsUnsupported) as exc:
+            raise CliError(str(exc)) from exc
     return splits, name
 
 

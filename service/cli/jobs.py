@@ -82,16 +82,62 @@ def teacher_config(
 PHASE_LABEL = {"starting": "starting teacher", "generating": "generating"}
 
 
+def money(value: float | None) -> str:
+    """A cost in the price's currency: four significant digits, enough for cents of small jobs."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def usage_lines(job: dict[str, Any]) -> list[str]:
+    """Cost, estimate and budget lines of a job (from its `usage`); none for an unpriced, unbudgeted one."""
+    usage = job.get("usage") or {}
+    total = usage.get("total") or {}
+    estimate = usage.get("estimate")
+    budget = usage.get("budget")
+    lines = []
+    if total.get("cost") is not None and (total.get("prompt_tokens") or total.get("completion_tokens")):
+        teachers = usage.get("teachers") or []
+        price = (teachers[0].get("price_per_million_tokens") or {}) if teachers else {}
+        lines.append(
+            f"cost {money(total['cost'])} (per million tokens: in {price.get('input', '-')} / "
+            f"out {price.get('output', '-')})"
+        )
+    if estimate:
+        cost = f" · cost ~{money(estimate['cost'])}" if estimate.get("cost") is not None else ""
+        completion = (
+            f"≤ {estimate['completion_tokens']:,}"
+            if estimate["completion_tokens_bounded"]
+            else f"~{estimate['completion_tokens']:,} (a list stage has no max_items: no bound)"
+        )
+        lines.append(
+            f"estimate {estimate['requests']:,} requests · completion tokens {completion} · "
+            f"prompt tokens ~{estimate['prompt_tokens']:,}{cost}"
+        )
+    if budget:
+        limits = [
+            f"{key} {budget[key]:,}" if isinstance(budget[key], int) else f"{key} {budget[key]:g}"
+            for key in ("max_cost", "max_completion_tokens")
+            if budget.get(key) is not None
+        ]
+        reached = f" · reached: {budget['reached']}" if budget.get("reached") else ""
+        lines.append(f"budget {' · '.join(limits)}{reached}")
+    return lines
+
+
 def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Console) -> dict[str, Any]:
     """Show a live progress bar until the job finishes; returns the final job."""
     columns = (
         TextColumn("job {task.fields[job_id]} [bold]{task.fields[status]}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("items · {task.fields[samples]} samples · {task.fields[tokens]} · ETA {task.fields[eta]}"),
+        TextColumn(
+            "items · {task.fields[samples]} samples · {task.fields[tokens]}{task.fields[cost]} · "
+            "ETA {task.fields[eta]}"
+        ),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("job", total=None, job_id=job_id, status="", samples=0, tokens="-", eta="-")
+        bar = progress.add_task(
+            "job", total=None, job_id=job_id, status="", samples=0, tokens="-", cost="", eta="-"
+        )
 
         def show(job: dict[str, Any]) -> None:
             p = job["progress"]
@@ -102,6 +148,7 @@ def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Cons
                 status=PHASE_LABEL.get(p["phase"], job["status"]),
                 samples=f"{p['samples_written']:,}",
                 tokens=rate(p["tokens_out_per_second"], "tok/s"),
+                cost=_cost_field(job),
                 eta=duration(p["eta_seconds"]),
             )
 
@@ -110,6 +157,11 @@ def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Cons
             return job
 
         return follow(fetch(), fetch, show, interval)
+
+
+def _cost_field(job: dict[str, Any]) -> str:
+    spent = ((job.get("usage") or {}).get("total") or {}).get("cost")
+    return "" if spent is None else f" · cost {money(spent)}"
 
 
 @click.command("submit")
@@ -134,6 +186,19 @@ def follow_job(client: ApiClient, job_id: int, *, interval: float, console: Cons
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Items per queue task.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None, help="Items per checkpoint.")
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Budget: stop the job (samples kept) once it has cost this much (needs the teacher's "
+    'price_per_million_tokens, e.g. -o \'price_per_million_tokens={"input": 0.5, "output": 1.5}\').',
+)
+@click.option(
+    "--max-completion-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Budget: stop the job (samples kept) once the teacher has written this many tokens.",
+)
 @click.option("--idempotency-key", default=None, help="Resubmitting with the same key returns the same job.")
 @click.option("--follow", is_flag=True, help="Show a live progress bar until the job ends.")
 @click.option(
@@ -155,6 +220,8 @@ def submit(
     priority: int,
     shard_size: int | None,
     chunk_size: int | None,
+    max_cost: float | None,
+    max_completion_tokens: int | None,
     idempotency_key: str | None,
     follow: bool,
     interval: float,
@@ -177,6 +244,9 @@ def submit(
     ):
         if value is not None:
             body[key] = value
+    budget = {"max_cost": max_cost, "max_completion_tokens": max_completion_tokens}
+    if any(value is not None for value in budget.values()):
+        body["budget"] = {key: value for key, value in budget.items() if value is not None}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     err = Console(stderr=True)
     with ApiClient(api_url, token) as client:
@@ -186,6 +256,8 @@ def submit(
             f"job {job['id']} {job['status']}: {p['items_total']} items in {len(job['shards'])} shards "
             f"(recipe {job['recipe']['name']} v{job['recipe']['version']})"
         )
+        for line in usage_lines(job):
+            err.print(line, soft_wrap=True)
         click.echo(job["id"])
         if not follow:
             return
@@ -195,6 +267,8 @@ def submit(
             err.print(f"stopped following; the job goes on (`hardlabel status {job['id']}`)")
             raise SystemExit(130) from None
     p = final["progress"]
+    for line in usage_lines(final):
+        err.print(line, soft_wrap=True)
     if final["status"] != "succeeded":
         reason = final.get("last_error") or final.get("error") or final["status"]
         err.print(f"job {final['id']} {final['status']}: {reason}")
@@ -228,6 +302,11 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _samples_per_second(job: dict[str, Any]) -> float | None:
+    rate_: float | None = ((job.get("usage") or {}).get("total") or {}).get("samples_per_second")
+    return rate_
+
+
 def _job_report(job: dict[str, Any], console: Console) -> None:
     p = job["progress"]
     recipe = job["recipe"]
@@ -239,13 +318,15 @@ def _job_report(job: dict[str, Any], console: Console) -> None:
         f"priority {job['priority']}",
         f"items {p['items_done']}/{p['items_total']} ({100 * p['fraction']:.0f}%) · "
         f"samples {p['samples_written']:,} · tokens in {p['tokens_in']:,} / out {p['tokens_out']:,}",
-        f"{rate(p['items_per_second'], 'items/s')} · {rate(p['tokens_out_per_second'], 'tok/s')} · "
-        f"ETA {duration(p['eta_seconds'])}",
+        f"{rate(p['items_per_second'], 'items/s')} · {rate(_samples_per_second(job), 'samples/s')} · "
+        f"{rate(p['tokens_out_per_second'], 'tok/s')} · ETA {duration(p['eta_seconds'])}",
         f"created {when(job['created_at'])} · started {when(job['started_at'])} · "
         f"finished {when(job['finished_at'])}",
     ]
     for line in lines:
         console.print(line)
+    for line in usage_lines(job):  # whole lines: a test or a log grep finds them as printed
+        console.print(line, soft_wrap=True)
     shards = Table("shard", "items", "status", "done", "attempts", "worker", "last error")
     for shard in job["shards"]:
         shards.add_row(

@@ -24,7 +24,7 @@ from service.datasets import service
 from service.datasets.export.card import DatasetManifest, dataset_card
 from service.datasets.export.containers import jsonl_stream, parquet_stream
 from service.datasets.export.folder import NoPreferencePairs, export_batches, export_plan, export_to_folder
-from service.datasets.export.formats import format_schema
+from service.datasets.export.formats import SoftLabelsUnsupported, check_soft_labels, format_schema
 from service.datasets.export.preference import PreferenceStats
 from service.datasets.ground_truth import GroundTruthError, parse_jsonl
 from service.datasets.schemas import (
@@ -185,8 +185,10 @@ def dataset_card_markdown(
     format: FormatQuery = "prompt_completion",
     container: ContainerQuery = "jsonl",
     provenance: ProvenanceQuery = False,
+    soft_labels: SoftLabelsQuery = False,
 ) -> PlainTextResponse:
     """The dataset card (README.md with lineage) an export of this version carries."""
+    _checked_soft_labels(format, soft_labels)
     version = service.get_frozen_dataset(session, dataset_id)
     manifest = service.manifest_of(version)
     assert settings.database_url is not None
@@ -199,8 +201,26 @@ def dataset_card_markdown(
         provenance=provenance,
         has_system=with_system,
         preference=stats,
+        soft_labels=soft_labels,
     )
     return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
+
+
+SoftLabelsQuery = Annotated[
+    bool,
+    Query(
+        description="Add the teacher's top-k log-probabilities: completion_token_ids, teacher_topk_ids and "
+        "teacher_topk_logprobs, aligned to the teacher's completion tokens (null where a row has none). Not "
+        "for the preference format."
+    ),
+]
+
+
+def _checked_soft_labels(fmt: str, soft_labels: bool) -> None:
+    try:
+        check_soft_labels(fmt, soft_labels)
+    except SoftLabelsUnsupported as exc:
+        raise ValidationProblem.at(("query", "soft_labels"), str(exc)) from exc
 
 
 def _tar_folder(folder: FilePath, archive: FilePath) -> None:
@@ -223,14 +243,23 @@ def _tar_folder(folder: FilePath, archive: FilePath) -> None:
 
 
 def _bundle_response(
-    engine: Engine, manifest: DatasetManifest, fmt: str, container: str, stem: str, *, provenance: bool
+    engine: Engine,
+    manifest: DatasetManifest,
+    fmt: str,
+    container: str,
+    stem: str,
+    *,
+    provenance: bool,
+    soft_labels: bool = False,
 ) -> FileResponse:
     """Every split and the card, as export_to_folder writes them, in a tar of the folder `stem`."""
     workdir = FilePath(tempfile.mkdtemp(prefix="hardlabel-export-"))
     try:
         folder = workdir / stem
         try:
-            splits = export_to_folder(engine, manifest, fmt, container, folder, provenance=provenance)
+            splits = export_to_folder(
+                engine, manifest, fmt, container, folder, provenance=provenance, soft_labels=soft_labels
+            )
         except NoPreferencePairs as exc:
             raise ConflictError(str(exc), title="No Preference Pairs", slug="no-preference-pairs") from exc
         archive = workdir / f"{stem}.tar"
@@ -277,23 +306,35 @@ def export_dataset(
         ),
     ] = "train",
     provenance: ProvenanceQuery = False,
+    soft_labels: SoftLabelsQuery = False,
 ) -> Any:
     """Download an export of a version in a training format."""
+    _checked_soft_labels(format, soft_labels)
     version = service.get_frozen_dataset(session, dataset_id)
     manifest = service.manifest_of(version)
     assert settings.database_url is not None
     engine = get_engine(settings.database_url)
     stem = f"{version.name}-v{version.version}"
     if container == "hf" or split == "all":
-        return _bundle_response(engine, manifest, format, container, stem, provenance=provenance)
+        return _bundle_response(
+            engine, manifest, format, container, stem, provenance=provenance, soft_labels=soft_labels
+        )
     sizes, with_system, _stats = _export_plan(engine, manifest, format)
     if split not in sizes:
         rows = "pairs" if format == "preference" else "rows"
         raise NotFoundError(
             f"dataset version {dataset_id} has no {split} {rows} (splits: {', '.join(sizes)})"
         )
-    batches = export_batches(engine, manifest, format, split, has_system=with_system, provenance=provenance)
-    schema = format_schema(format, has_system=with_system, provenance=provenance)
+    batches = export_batches(
+        engine,
+        manifest,
+        format,
+        split,
+        has_system=with_system,
+        provenance=provenance,
+        soft_labels=soft_labels,
+    )
+    schema = format_schema(format, has_system=with_system, provenance=provenance, soft_labels=soft_labels)
     body = jsonl_stream(batches) if container == "jsonl" else parquet_stream(batches, schema)
     filename = f"{stem}-{format}-{split}.{container}"
     return StreamingResponse(

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -303,6 +304,9 @@ class Sample(Base):
     reviewed_at: Mapped[datetime | None]
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), server_default=text("'{}'"))
     note: Mapped[str | None] = mapped_column(Text)
+    # The teacher's top-k log-probabilities per completion token (generator.soft_labels format),
+    # where the job's stage asked for them. Deferred: lists and reviews never load the bytes.
+    soft_labels: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     search: Mapped[Any] = mapped_column(
         TSVECTOR,
         Computed(

@@ -20,6 +20,7 @@ from pydantic import (
 from generator.engines.base import TeacherConfig
 from service.errors import union_tag
 from service.jobs.progress import JobPhase, compute_progress
+from service.jobs.usage import budget_reached, cost, teacher_price
 from service.limits import BIGINT_MAX, INT_MAX
 from service.recipes.schemas import RECIPE_NAME_PATTERN
 from service.statuses import StatusName
@@ -65,6 +66,29 @@ RecipeRef = Annotated[
 ]
 
 
+class JobBudget(BaseModel):
+    """Where a job stops early: it is cancelled cleanly (samples kept) once either limit is reached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cost: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e30,
+        allow_inf_nan=False,
+        description="Stop once the job's cost reaches this (needs teacher.price_per_million_tokens).",
+    )
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, le=BIGINT_MAX, description="Stop once the teacher has written this many tokens."
+    )
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> JobBudget:
+        if self.max_cost is None and self.max_completion_tokens is None:
+            raise ValueError("give max_cost, max_completion_tokens or both")
+        return self
+
+
 class JobCreate(BaseModel):
     """A generation job: a recipe run on a teacher."""
 
@@ -88,6 +112,11 @@ class JobCreate(BaseModel):
     )
     chunk_size: int | None = Field(
         default=None, ge=1, le=100_000, description="Items per fenced write (default: server's chunk_size)."
+    )
+    budget: JobBudget | None = Field(
+        default=None,
+        description='Stop the job cleanly (cancelled, samples kept, error "budget reached: ...") once '
+        "it has cost `max_cost` or written `max_completion_tokens`; checked after each stored chunk.",
     )
 
 
@@ -115,6 +144,120 @@ class JobProgress(BaseModel):
     )
 
 
+class UsageEstimate(BaseModel):
+    """The job's expected tokens and cost, computed at submission from its items and stages."""
+
+    items: int
+    requests: int = Field(description="Teacher requests, counting list/n fan-out at its bound.")
+    prompt_tokens: int = Field(
+        description="Rough: each stage's messages rendered for the first item (characters / 4) plus the "
+        "earlier outputs it may quote at their max_tokens, times its requests."
+    )
+    completion_tokens: int = Field(
+        description="Upper bound: items x the sum over stages (judges included) of requests x n x max_tokens."
+    )
+    soft_label_bytes: int = Field(
+        default=0,
+        description="Upper bound of the soft-label bytes the job stores (stages with `sampling.logprobs`): "
+        "8 + max_tokens x (4 + 6k) per completion; 0 when no stage asks for logprobs.",
+    )
+    completion_tokens_bounded: bool = Field(
+        description="False when a list stage has no `max_items`: the stages after it were counted for one "
+        "list entry, so completion_tokens is no bound."
+    )
+    cost: float | None = Field(description="From the teacher's price; null without one.")
+
+
+class TeacherUsage(BaseModel):
+    """What one teacher of the job used (a job has one teacher today; the list leaves room for more)."""
+
+    model: str
+    engine: str
+    prompt_tokens: int
+    completion_tokens: int
+    samples: int
+    samples_per_second: float | None = Field(description="Samples written per second since the job started.")
+    price_per_million_tokens: dict[str, float] | None
+    cost: float | None = Field(description="prompt x input / 1e6 + completion x output / 1e6; null unpriced.")
+
+
+class UsageTotal(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    samples: int
+    samples_per_second: float | None
+    cost: float | None = Field(description="Sum of the teachers' costs; null when a teacher has no price.")
+
+
+class BudgetOut(BaseModel):
+    max_cost: float | None
+    max_completion_tokens: int | None
+    reached: str | None = Field(
+        description='Why the budget is spent (e.g. "cost 1.02 >= max_cost 1"), else null.'
+    )
+
+
+class JobUsage(BaseModel):
+    """Tokens, rate and cost per teacher and in total, with the submission estimate and the budget."""
+
+    teachers: list[TeacherUsage]
+    total: UsageTotal
+    estimate: UsageEstimate | None = Field(description="Null for jobs submitted before estimates existed.")
+    budget: BudgetOut | None
+
+
+def job_usage(
+    *,
+    teacher: dict[str, Any],
+    params: dict[str, Any],
+    tokens_in: int,
+    tokens_out: int,
+    samples_written: int,
+    elapsed_seconds: float | None,
+) -> JobUsage:
+    """The usage block of a job from its row (costs computed now, from the teacher's price)."""
+    price = teacher_price(teacher)
+    rate = samples_written / elapsed_seconds if elapsed_seconds and samples_written else None
+    spent = cost(price, tokens_in, tokens_out)
+    one = TeacherUsage(
+        model=str(teacher.get("model", "")),
+        engine=str(teacher.get("engine", "vllm")),
+        prompt_tokens=tokens_in,
+        completion_tokens=tokens_out,
+        samples=samples_written,
+        samples_per_second=rate,
+        price_per_million_tokens=price.model_dump() if price else None,
+        cost=spent,
+    )
+    stored = params.get("estimate")
+    estimate = (
+        UsageEstimate(
+            **stored, cost=cost(price, stored.get("prompt_tokens"), stored.get("completion_tokens", 0))
+        )
+        if isinstance(stored, dict)
+        else None
+    )
+    budget = params.get("budget")
+    return JobUsage(
+        teachers=[one],
+        total=UsageTotal(
+            prompt_tokens=tokens_in,
+            completion_tokens=tokens_out,
+            samples=samples_written,
+            samples_per_second=rate,
+            cost=spent,
+        ),
+        estimate=estimate,
+        budget=BudgetOut(
+            max_cost=budget.get("max_cost"),
+            max_completion_tokens=budget.get("max_completion_tokens"),
+            reached=budget_reached(budget, price, tokens_in, tokens_out),
+        )
+        if isinstance(budget, dict)
+        else None,
+    )
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -124,7 +267,9 @@ class JobOut(BaseModel):
     teacher: dict[str, Any] = Field(description="The teacher configuration (api_key redacted).")
     seed: int
     priority: int
-    params: dict[str, Any] = Field(description="limit, shard_size, chunk_size.")
+    params: dict[str, Any] = Field(
+        description="limit, shard_size, chunk_size, and budget when set (the estimate is in `usage`)."
+    )
     answer_stage: str | None = Field(
         description="The recipe stage whose samples are the training pairs (fixed at submission); "
         "filters, reviews and versions default to it."
@@ -158,6 +303,24 @@ class JobOut(BaseModel):
             now=datetime.now(UTC),
         )
         return JobProgress.model_validate(progress)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def usage(self) -> JobUsage:
+        """Tokens, samples/s and cost per teacher and in total; the estimate; the budget."""
+        elapsed = self.progress.elapsed_seconds
+        return job_usage(
+            teacher=self.teacher,
+            params=self.params,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            samples_written=self.samples_written,
+            elapsed_seconds=elapsed,
+        )
+
+    @field_serializer("params")
+    def _without_estimate(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in params.items() if key != "estimate"}
 
     @field_serializer("teacher")
     def _redact(self, teacher: dict[str, Any]) -> dict[str, Any]:

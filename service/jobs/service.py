@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from generator.recipe import Recipe as RecipeSpec
+from generator.recipe import RecipeError
+from generator.seeds import load_seed_rows
 from service.auth import Principal
 from service.canonical import canonical_digest
 from service.db.models import Event, Job, Recipe, Task
@@ -15,6 +17,7 @@ from service.errors import ConflictError, NotFoundError, ValidationProblem
 from service.events import record_event
 from service.jobs import repository
 from service.jobs.schemas import JobCreate, RecipeById, RecipeByName
+from service.jobs.usage import estimate_tokens
 from service.model_folders import teacher_model_problem
 from service.queue.enqueue import enqueue_tasks, shard_ranges
 from service.recipes import service as recipes
@@ -73,13 +76,24 @@ def submit_job(
             return Submission(existing, created=False)
 
     _check_teacher(payload)
+    _check_budget(payload)
     recipe_row, spec = _resolve_recipe(session, payload, principal)
-    available = recipes.count_items(spec, ("body", "recipe"))
-    items_total = min(available, payload.limit) if payload.limit is not None else available
+    try:
+        rows = load_seed_rows(spec)
+    except RecipeError as exc:
+        raise recipes.recipe_problem(exc, ("body", "recipe")) from exc
+    items_total = min(len(rows), payload.limit) if payload.limit is not None else len(rows)
     if items_total == 0:
         raise ValidationProblem.at(("body", "recipe"), "the recipe's seeds yield no items")
     shard_size = payload.shard_size or settings.shard_size
-    chunk_size = payload.chunk_size or settings.chunk_size
+    params: dict[str, Any] = {
+        "limit": payload.limit,
+        "shard_size": shard_size,
+        "chunk_size": payload.chunk_size or settings.chunk_size,
+    }
+    if payload.budget is not None:
+        params["budget"] = payload.budget.model_dump(exclude_none=True)
+    params["estimate"] = estimate_tokens(spec, rows[0], items_total)
     job = repository.add_job(
         session,
         recipe_id=recipe_row.id,
@@ -88,7 +102,7 @@ def submit_job(
         # when given, drives the per-request sampling seeds instead of the recipe's.
         seed=payload.seed if payload.seed is not None else spec.seed,
         priority=payload.priority,
-        params={"limit": payload.limit, "shard_size": shard_size, "chunk_size": chunk_size},
+        params=params,
         answer_stage=spec.answer_stage,
         items_total=items_total,
         idempotency_key=idempotency_key,
@@ -119,6 +133,17 @@ def submit_job(
     )
     session.flush()
     return Submission(job, created=True)
+
+
+def _check_budget(payload: JobCreate) -> None:
+    """422 naming `budget.max_cost` when the teacher has no price to measure it with."""
+    if payload.budget is None or payload.budget.max_cost is None:
+        return
+    if payload.teacher.price_per_million_tokens is None:
+        raise ValidationProblem.at(
+            ("body", "budget", "max_cost"),
+            "needs teacher.price_per_million_tokens ({input, output}) to measure the cost against",
+        )
 
 
 def _check_teacher(payload: JobCreate) -> None:

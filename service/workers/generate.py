@@ -20,9 +20,11 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from generator.engines.base import TeacherConfig
+from generator.engines.base import TeacherConfig, TokenPrice
 from service.events import record_event
+from service.jobs.usage import budget_reached
 from service.queue.leases import LeaseLost
+from service.queue.owners import cancel_owner
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
 from service.workers.sample_store import SampleRow, insert_samples, sample_rows
 from service.workers.teachers import TEACHERS, TeacherLoadError
@@ -52,6 +54,33 @@ class ShardRolledBack(Exception):
         self.committed = committed
 
 
+class BudgetReached(LeaseLost):
+    """This worker found the job's budget spent and cancelled the job: the task stops like a cancel."""
+
+    def __init__(self, task_id: int, why: str) -> None:
+        super().__init__(task_id, "cancelled")
+        self.why = why
+
+
+@dataclass
+class BudgetWatch:
+    """A job's budget (`params.budget`) and the job's token totals this worker last saw."""
+
+    limits: dict[str, Any]
+    price: TokenPrice | None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def reached_with(self, prompt_tokens: int, completion_tokens: int) -> bool:
+        """Whether the totals last seen plus these tokens spend the budget (other shards aside)."""
+        return (
+            budget_reached(
+                self.limits, self.price, self.tokens_in + prompt_tokens, self.tokens_out + completion_tokens
+            )
+            is not None
+        )
+
+
 @dataclass(frozen=True)
 class GenerateJob:
     """What a generate task needs from its job row and recipe row."""
@@ -61,6 +90,9 @@ class GenerateJob:
     teacher: dict[str, Any]
     seed: int
     chunk_size: int
+    budget: dict[str, Any] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
 
 
 def run_generate_task(ctx: TaskContext) -> TaskOutcome:
@@ -86,6 +118,11 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
             f"task {task.id}: shard ends at item {item_end} but the recipe's seed data has {len(rows)} items"
         )
     teacher = _teacher_config(job, ctx)
+    budget = (
+        BudgetWatch(job.budget, teacher.price_per_million_tokens, job.tokens_in, job.tokens_out)
+        if job.budget
+        else None
+    )
     try:
         with TEACHERS.use(teacher) as engine:
             from generator.pipeline import run_recipe
@@ -101,7 +138,7 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
             except ValueError as exc:  # RecipeError, TemplateError: the recipe does not fit its rows
                 raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
             try:
-                cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor)
+                cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor, budget)
             except ShardRolledBack as rolled_back:
                 ctx.logger.warning("%s", rolled_back)
                 return TaskOutcome.STOPPED  # released: claimable at once, resumed at the committed cursor
@@ -117,14 +154,20 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
 
 
 def _generate_and_store(
-    ctx: TaskContext, job_id: int, chunks: Iterator[ChunkResult], item_start: int, cursor: int
+    ctx: TaskContext,
+    job_id: int,
+    chunks: Iterator[ChunkResult],
+    item_start: int,
+    cursor: int,
+    budget: BudgetWatch | None = None,
 ) -> int:
     """Store each chunk while the next one is generated; returns the committed cursor.
 
     Writes stay in order, one at a time: chunk k's transaction runs on a writer thread while the
     teacher generates chunk k+1, so the database round trips hide behind generation. A failed
-    write (lease lost, cancel) surfaces before the next chunk is stored. On a stop request the
-    chunk in hand is stored, then the task stops.
+    write (lease lost, cancel, budget reached) surfaces before the next chunk is stored. On a stop
+    request the chunk in hand is stored, then the task stops. A chunk that will likely spend the
+    job's budget is stored before the next one is generated, so no paid tokens are thrown away.
     """
     with ThreadPoolExecutor(1, thread_name_prefix=f"task-{ctx.task.id}-writer") as writer:
         pending: Future[int] | None = None
@@ -133,10 +176,13 @@ def _generate_and_store(
             if pending is not None:
                 cursor = pending.result()
             ctx.check_lease()
-            pending = writer.submit(store_chunk, ctx, job_id, chunk, item_start, expected)
+            pending = writer.submit(store_chunk, ctx, job_id, chunk, item_start, expected, budget)
             expected += len(chunk.item_indices)
             if ctx.stop_requested:
                 break
+            if budget is not None and budget.reached_with(chunk.prompt_tokens, chunk.completion_tokens):
+                cursor = pending.result()  # raises BudgetReached when the job's totals confirm it
+                pending = None
         if pending is not None:
             cursor = pending.result()
     return cursor
@@ -153,9 +199,20 @@ def shard_range(task_id: int, payload: dict[str, Any]) -> tuple[int, int]:
     return start, end
 
 
-def store_chunk(ctx: TaskContext, job_id: int, chunk: ChunkResult, item_start: int, cursor: int) -> int:
-    """Persist one generated chunk of the task's shard; returns the new cursor."""
-    return write_chunk(
+def store_chunk(
+    ctx: TaskContext,
+    job_id: int,
+    chunk: ChunkResult,
+    item_start: int,
+    cursor: int,
+    budget: BudgetWatch | None = None,
+) -> int:
+    """Persist one generated chunk of the task's shard; returns the new cursor.
+
+    Raises:
+        BudgetReached: the chunk is stored and spent the job's budget: the job is now cancelled.
+    """
+    new_cursor = write_chunk(
         ctx,
         job_id,
         ChunkWrite(
@@ -168,6 +225,60 @@ def store_chunk(ctx: TaskContext, job_id: int, chunk: ChunkResult, item_start: i
         item_start,
         cursor,
     )
+    if budget is not None:
+        stop_if_budget_spent(ctx, job_id, budget)
+    return new_cursor
+
+
+def stop_if_budget_spent(ctx: TaskContext, job_id: int, budget: BudgetWatch) -> None:
+    """After a stored chunk: cancel the job (samples kept) once its committed totals spend the budget.
+
+    A job-level move like a cancel from the API, not a shard write: it is guarded on the job's
+    status (cancel_owner) rather than fenced, since a fence would lock this task before the job's
+    other tasks, against the order owner moves take them in. The job's last chunk is not stopped:
+    with every item done, the job succeeds as usual.
+
+    Raises:
+        BudgetReached: this worker cancelled the job, or found it cancelled by another's budget stop.
+    """
+    task = ctx.task
+
+    def check(session: Session) -> str | None:
+        row = session.execute(
+            text("SELECT tokens_in, tokens_out, items_done, items_total, status FROM job WHERE id = :id"),
+            {"id": job_id},
+        ).one()
+        budget.tokens_in, budget.tokens_out = int(row.tokens_in), int(row.tokens_out)
+        why = budget_reached(budget.limits, budget.price, budget.tokens_in, budget.tokens_out)
+        if why is None or row.items_done >= row.items_total or row.status != "running":
+            return None
+        cancelled = cancel_owner(session, "job_id", job_id)
+        if cancelled is None:
+            return None  # finished or cancelled meanwhile: the next fence tells
+        message = f"budget reached: {why}"
+        session.execute(text("UPDATE job SET error = :e WHERE id = :id"), {"e": message, "id": job_id})
+        record_event(
+            session,
+            "budget_reached",
+            f"{message}; task {task.id} stopped the job ({cancelled} unfinished shards cancelled, "
+            "samples kept)",
+            job_id=job_id,
+            task_id=task.id,
+            data={
+                "worker_id": ctx.worker_id,
+                "reason": why,
+                "budget": budget.limits,
+                "tokens_in": budget.tokens_in,
+                "tokens_out": budget.tokens_out,
+                "shards_cancelled": cancelled,
+            },
+        )
+        return message
+
+    message = ctx.with_retry(check)
+    if message is not None:
+        ctx.logger.info("task %s: %s", task.id, message)
+        raise BudgetReached(task.id, message)
 
 
 @dataclass(frozen=True)
@@ -251,8 +362,8 @@ def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: in
 def _load_job(session: Session, job_id: int, default_chunk_size: int) -> GenerateJob:
     row = session.execute(
         text(
-            "SELECT j.id, j.teacher, j.seed, j.params, r.spec FROM job j JOIN recipe r ON r.id = j.recipe_id "
-            "WHERE j.id = :id"
+            "SELECT j.id, j.teacher, j.seed, j.params, j.tokens_in, j.tokens_out, r.spec "
+            "FROM job j JOIN recipe r ON r.id = j.recipe_id WHERE j.id = :id"
         ),
         {"id": job_id},
     ).first()
@@ -262,8 +373,18 @@ def _load_job(session: Session, job_id: int, default_chunk_size: int) -> Generat
     chunk_size = params.get("chunk_size") or default_chunk_size
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise PermanentTaskError(f"job {job_id}: params.chunk_size must be a positive integer")
+    budget = params.get("budget")
+    if budget is not None and not isinstance(budget, dict):
+        raise PermanentTaskError(f"job {job_id}: params.budget must be an object")
     return GenerateJob(
-        job_id=row.id, recipe_spec=row.spec, teacher=row.teacher, seed=int(row.seed), chunk_size=chunk_size
+        job_id=row.id,
+        recipe_spec=row.spec,
+        teacher=row.teacher,
+        seed=int(row.seed),
+        chunk_size=chunk_size,
+        budget=budget or None,
+        tokens_in=int(row.tokens_in),
+        tokens_out=int(row.tokens_out),
     )
 
 

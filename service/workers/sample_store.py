@@ -40,6 +40,8 @@ class SampleRow:
     score: float | None
     inputs: dict[str, Any]
     provenance: dict[str, Any]
+    # Packed top-k log-probabilities (generator.soft_labels), where the stage asked for them.
+    soft_labels: bytes | None = None
 
 
 # Stored columns, in insert order.
@@ -58,6 +60,7 @@ COLUMNS: tuple[str, ...] = (
     "score",
     "inputs",
     "provenance",
+    "soft_labels",
 )
 JSON_COLUMNS = frozenset({"parsed", "inputs", "provenance"})
 
@@ -85,6 +88,7 @@ def sample_rows(job_id: int, samples: Sequence[GeneratedSample]) -> list[SampleR
             score=s.score,
             inputs=s.inputs,
             provenance=s.provenance,
+            soft_labels=s.soft_labels,
         )
         for s in samples
     ]

@@ -346,7 +346,13 @@ def _materialise_dataset(ctx: TaskContext, run: RunSnapshot, out: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         splits = export_to_folder(
-            get_engine(ctx.database_url), manifest, "prompt_completion", "jsonl", staging
+            get_engine(ctx.database_url),
+            manifest,
+            "prompt_completion",
+            "jsonl",
+            staging,
+            # Soft-label distillation trains on the teacher's top-k columns as well.
+            soft_labels=run.config.get("soft_label_alpha") is not None,
         )
         (staging / DATA_COMPLETE).write_text(manifest.digest, encoding="utf-8")
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -165,3 +165,32 @@ def test_filter_help_lists_every_type_with_its_parameters() -> None:
         "--ratio FLOAT RANGE With --ground-truth or",
     ):
         assert words in create, words
+
+
+def test_export_options_reach_the_server_and_the_database_path(
+    teammate: Path,
+    version: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    curation_db_url: str,
+) -> None:
+    out = tmp_path / "with-provenance"
+    result = hardlabel(
+        "export", str(version["id"]), "--container", "jsonl", "--provenance", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "train.jsonl").read_text().splitlines()[0])
+    assert {"source", "sample_id", "job_id", "teacher", "item_index"} <= set(first)
+    assert first["source"] == "teacher"
+
+    # Read directly, the same refusals are one line too (no pairs without rejected answers).
+    monkeypatch.setenv("HARDLABEL_DATABASE_URL", curation_db_url)
+    monkeypatch.delenv("HARDLABEL_API_URL")
+    monkeypatch.delenv("HARDLABEL_TOKEN")
+    get_settings.cache_clear()
+    refused = hardlabel("export", str(version["id"]), "--format", "preference", "--out", str(tmp_path / "p"))
+    assert refused.exit_code == 2, refused.output
+    last = refused.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("error: dataset version ")
+    assert "no preference pairs" in last
+    assert "Traceback" not in refused.output

@@ -50,6 +50,15 @@ class DatasetManifest:
     created_at: datetime
 
 
+SOFT_LABELS_TEXT = (
+    "- **Soft labels**: `completion_token_ids` are the answer's tokens as the teacher generated them "
+    "(its end-of-turn token included); `teacher_topk_ids` and `teacher_topk_logprobs` hold, per "
+    "completion token, the teacher's k most likely tokens and their log-probabilities (float16 "
+    "precision; -1 pads). Null where a row has none (ground truth, no `logprobs` asked, an edited "
+    "answer). For same-tokenizer distillation only."
+)
+
+
 def dataset_card(
     manifest: DatasetManifest,
     fmt: str,
@@ -59,6 +68,7 @@ def dataset_card(
     provenance: bool = False,
     has_system: bool = False,
     preference: PreferenceStats | None = None,
+    soft_labels: bool = False,
 ) -> str:
     """The card; `splits` are the rows (pairs, for `preference`) per split written."""
     header: dict[str, Any] = {
@@ -73,7 +83,7 @@ def dataset_card(
             }
         ]
     lineage = manifest.lineage
-    columns = format_schema(fmt, has_system=has_system, provenance=provenance).names
+    columns = format_schema(fmt, has_system=has_system, provenance=provenance, soft_labels=soft_labels).names
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(),
@@ -96,6 +106,8 @@ def dataset_card(
             lines.append(
                 "  In a pair they are the chosen answer's; `rejected_sample_id` is the rejected one's sample."
             )
+    if soft_labels:
+        lines.append(SOFT_LABELS_TEXT)
     if preference is not None:
         lines += ["", "## Preference pairs", "", PAIRING_RULE, ""]
         for split, prompts in preference.prompts.items():

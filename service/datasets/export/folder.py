@@ -16,7 +16,7 @@ from service.datasets.export.containers import (
     SplitWriter,
     write_dataset_dict_json,
 )
-from service.datasets.export.formats import format_batch, format_schema
+from service.datasets.export.formats import check_soft_labels, format_batch, format_schema
 from service.datasets.export.preference import PreferenceStats, pair_batches, preference_stats
 from service.datasets.export.rows import DEFAULT_BATCH_BYTES, flat_batches, has_system, split_sizes
 
@@ -58,8 +58,27 @@ def export_batches(
     has_system: bool,
     provenance: bool = False,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
+    soft_labels: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """One split of the version in format `fmt`, as Arrow batches of format_schema(fmt, …)."""
+    """One split of the version in format `fmt`, as Arrow batches of format_schema(fmt, …).
+
+    Raises:
+        SoftLabelsUnsupported: `soft_labels` with the preference format.
+    """
+    check_soft_labels(fmt, soft_labels)
+    return _export_batches(engine, manifest, fmt, split, has_system, provenance, batch_bytes, soft_labels)
+
+
+def _export_batches(
+    engine: Engine,
+    manifest: DatasetManifest,
+    fmt: str,
+    split: str,
+    has_system: bool,
+    provenance: bool,
+    batch_bytes: int,
+    soft_labels: bool,
+) -> Iterator[pa.RecordBatch]:
     if fmt == "preference":
         source = pair_batches(
             engine,
@@ -71,9 +90,11 @@ def export_batches(
             provenance=provenance,
         )
     else:
-        source = flat_batches(engine, manifest.id, split, batch_bytes, provenance=provenance)
+        source = flat_batches(
+            engine, manifest.id, split, batch_bytes, provenance=provenance, soft_labels=soft_labels
+        )
     for batch in source:
-        yield format_batch(batch, fmt, has_system=has_system, provenance=provenance)
+        yield format_batch(batch, fmt, has_system=has_system, provenance=provenance, soft_labels=soft_labels)
 
 
 def export_to_folder(
@@ -86,17 +107,21 @@ def export_to_folder(
     on_rows: Callable[[int], None] | None = None,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     provenance: bool = False,
+    soft_labels: bool = False,
 ) -> dict[str, int]:
     """Write the version into `out_dir` (created); returns rows (pairs, for `preference`) per split.
 
     `on_rows(n)` reports progress. With `provenance`, every row also carries `sample_id`, `job_id`,
-    `teacher` and `item_index` (see formats.py).
+    `teacher` and `item_index` (see formats.py). With `soft_labels`, every row also carries
+    `completion_token_ids`, `teacher_topk_ids` and `teacher_topk_logprobs` (see soft_labels.py).
 
     Raises:
         NoPreferencePairs: `fmt` is `preference` and no prompt of the version has a pair.
+        SoftLabelsUnsupported: `soft_labels` with the preference format.
     """
+    check_soft_labels(fmt, soft_labels)
     splits, with_system, stats = export_plan(engine, manifest, fmt)
-    schema = format_schema(fmt, has_system=with_system, provenance=provenance)
+    schema = format_schema(fmt, has_system=with_system, provenance=provenance, soft_labels=soft_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
         writer: SplitWriter
@@ -106,7 +131,9 @@ def export_to_folder(
             writer = ParquetFileWriter(out_dir / f"{split}.parquet", schema)
         elif container == "hf":
             tag = "pf" if fmt == "preference" else fmt[:2]  # "pr" is prompt_completion's
-            fingerprint = f"{manifest.digest[:12]}{tag}{split}{'pv' if provenance else ''}"
+            fingerprint = (
+                f"{manifest.digest[:12]}{tag}{split}{'pv' if provenance else ''}{'sl' if soft_labels else ''}"
+            )
             description = f"hardlabel dataset {manifest.name} v{manifest.version} ({fmt})"
             writer = HfSplitWriter(out_dir / split, split, schema, fingerprint, description)
         else:
@@ -120,6 +147,7 @@ def export_to_folder(
                 has_system=with_system,
                 provenance=provenance,
                 batch_bytes=batch_bytes,
+                soft_labels=soft_labels,
             ):
                 writer.write(batch)
                 if on_rows is not None:
@@ -136,6 +164,7 @@ def export_to_folder(
         provenance=provenance,
         has_system=with_system,
         preference=stats,
+        soft_labels=soft_labels,
     )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     return splits

@@ -12,6 +12,8 @@ With provenance, every format gets the PROVENANCE_SCHEMA columns after its own (
 format's name the chosen answer's sample, plus `rejected_sample_id`): `source` (teacher |
 ground_truth) always; a ground-truth row has no sample or teacher, and names its job and item only
 when it came from the version's seed data.
+
+With soft labels (not for `preference`), rows get SOFT_LABEL_SCHEMA's columns last (soft_labels.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
+from service.datasets.export.soft_labels import SOFT_LABEL_SCHEMA, SOURCE_COLUMN, soft_label_columns
 
 FORMATS = ("prompt_completion", "messages", "alpaca", "preference")
 FLAT_SCHEMA = pa.schema([("question", pa.string()), ("answer", pa.string()), ("system", pa.string())])
@@ -51,7 +55,22 @@ def source_schema(fmt: str, *, provenance: bool = False) -> pa.Schema:
     return pa.schema([*base, *provenance_schema(fmt)]) if provenance else base
 
 
-def format_schema(fmt: str, *, has_system: bool, provenance: bool = False) -> pa.Schema:
+class SoftLabelsUnsupported(ValueError):
+    """Soft labels were asked for a format that has no single completion to align them with."""
+
+
+def check_soft_labels(fmt: str, soft_labels: bool) -> None:
+    """Raises SoftLabelsUnsupported for `preference` with soft labels (two answers, one prompt)."""
+    if soft_labels and fmt == "preference":
+        raise SoftLabelsUnsupported(
+            "soft labels are exported with the prompt_completion, messages or alpaca formats, not preference"
+        )
+
+
+def format_schema(
+    fmt: str, *, has_system: bool, provenance: bool = False, soft_labels: bool = False
+) -> pa.Schema:
+    check_soft_labels(fmt, soft_labels)
     fields: list[tuple[str, pa.DataType]]
     if fmt == "prompt_completion":
         fields = [("prompt", pa.list_(MESSAGE)), ("completion", pa.list_(MESSAGE))]
@@ -69,6 +88,7 @@ def format_schema(fmt: str, *, has_system: bool, provenance: bool = False) -> pa
     else:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     extra = [(f.name, f.type) for f in provenance_schema(fmt)] if provenance else []
+    extra += [(f.name, f.type) for f in SOFT_LABEL_SCHEMA] if soft_labels else []
     return pa.schema(fields + extra)
 
 
@@ -105,12 +125,18 @@ def message_lists(system: pa.Array, turns: Sequence[tuple[str, pa.Array]]) -> pa
 
 
 def format_batch(
-    batch: pa.RecordBatch, fmt: str, *, has_system: bool, provenance: bool = False
+    batch: pa.RecordBatch,
+    fmt: str,
+    *,
+    has_system: bool,
+    provenance: bool = False,
+    soft_labels: bool = False,
 ) -> pa.RecordBatch:
     """A batch of source_schema(fmt, provenance=…) rows in training format `fmt` (schema:
-    format_schema(fmt, ...)); with `provenance` its provenance columns are passed through."""
+    format_schema(fmt, ...)); with `provenance` its provenance columns are passed through, with
+    `soft_labels` its `soft_labels` (hex bytea) column becomes SOFT_LABEL_SCHEMA's columns."""
     question, system = batch.column("question"), batch.column("system")
-    schema = format_schema(fmt, has_system=has_system, provenance=provenance)
+    schema = format_schema(fmt, has_system=has_system, provenance=provenance, soft_labels=soft_labels)
     no_system = pa.nulls(len(batch), pa.string())
     columns: list[pa.Array]
     if fmt == "prompt_completion":
@@ -131,4 +157,6 @@ def format_batch(
         columns = [question, empty, batch.column("answer")] + ([system] if has_system else [])
     if provenance:
         columns += [batch.column(f.name).cast(f.type) for f in provenance_schema(fmt)]
+    if soft_labels:
+        columns += soft_label_columns(batch.column(SOURCE_COLUMN))
     return pa.RecordBatch.from_arrays(columns, schema=schema)

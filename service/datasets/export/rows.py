@@ -11,6 +11,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, exists, func, select
 
 from service.datasets.export.formats import FLAT_SCHEMA, PROVENANCE_SCHEMA
+from service.datasets.export.soft_labels import SOURCE_COLUMN as SOFT_LABEL_SOURCE
 from service.db.models import DatasetRow
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def flat_batches(
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     *,
     provenance: bool = False,
+    soft_labels: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """The split's rows in row order, as FLAT_SCHEMA Arrow batches of about `batch_bytes` of data.
 
@@ -131,28 +133,43 @@ def flat_batches(
     ground_truth), sample id, the job id frozen with it, the job's teacher model and the sample's
     item index (null where the sample is gone). A ground-truth row has no sample and no teacher;
     one taken from seed data names the job and item index its reference came from.
+
+    With `soft_labels`, last a `soft_labels` column: the sample's stored top-k bytes as Postgres'
+    hex text (null for a row without a sample, without soft labels, or whose answer was edited).
     """
     where = sql.SQL("r.dataset_id = {} AND r.split = {}").format(sql.Literal(dataset_id), sql.Literal(split))
+    columns = [sql.SQL("r.question, r.answer, r.system")]
+    joins: list[sql.Composable] = []
+    fields = list(FLAT_SCHEMA)
+    extra_length: list[sql.Composable] = []
     if provenance:
-        query = sql.SQL(
-            "SELECT r.question, r.answer, r.system, r.source, r.sample_id, "
-            "CAST(r.extra->>'job_id' AS bigint), "
-            "CASE WHEN r.source = 'teacher' THEN j.teacher->>'model' END, "
-            "coalesce(s.item_index, CAST(r.extra->>'item_index' AS bigint)) FROM dataset_row r "
-            "LEFT JOIN sample s ON s.id = r.sample_id "
-            "LEFT JOIN job j ON j.id = CAST(r.extra->>'job_id' AS bigint) "
-            "WHERE {} ORDER BY r.row_index"
-        ).format(where)
-        schema = pa.schema([*FLAT_SCHEMA, *PROVENANCE_SCHEMA])
-        teacher = sql.SQL(" + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)")
-    else:
-        query = sql.SQL(
-            "SELECT r.question, r.answer, r.system FROM dataset_row r WHERE {} ORDER BY r.row_index"
-        ).format(where)
-        schema = FLAT_SCHEMA
-        teacher = sql.SQL("")
+        columns.append(
+            sql.SQL(
+                "r.source, r.sample_id, CAST(r.extra->>'job_id' AS bigint), "
+                "CASE WHEN r.source = 'teacher' THEN j.teacher->>'model' END, "
+                "coalesce(s.item_index, CAST(r.extra->>'item_index' AS bigint))"
+            )
+        )
+        joins.append(sql.SQL("LEFT JOIN job j ON j.id = CAST(r.extra->>'job_id' AS bigint)"))
+        fields += list(PROVENANCE_SCHEMA)
+        extra_length.append(sql.SQL(" + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)"))
+    if soft_labels:
+        columns.append(sql.SQL("CASE WHEN s.edited_answer IS NULL THEN s.soft_labels END"))
+        fields.append(pa.field(SOFT_LABEL_SOURCE, pa.string()))
+        # In CSV a bytea is "\\x" and two hex digits a byte.
+        extra_length.append(
+            sql.SQL(
+                " + 2 + 2 * coalesce((SELECT max(octet_length(s.soft_labels)) FROM dataset_row r "
+                "JOIN sample s ON s.id = r.sample_id WHERE {}), 0)"
+            ).format(where)
+        )
+    if provenance or soft_labels:
+        joins.insert(0, sql.SQL("LEFT JOIN sample s ON s.id = r.sample_id"))
+    query = sql.SQL("SELECT {} FROM dataset_row r {} WHERE {} ORDER BY r.row_index").format(
+        sql.SQL(", ").join(columns), sql.SQL(" ").join(joins), where
+    )
     longest = sql.SQL(
         "SELECT max(octet_length(r.question) + coalesce(octet_length(r.answer), 0) "
         "+ coalesce(octet_length(r.system), 0)){} FROM dataset_row r WHERE {}"
-    ).format(teacher, where)
-    return copy_batches(engine, query, schema, longest=longest, batch_bytes=batch_bytes)
+    ).format(sql.SQL("").join(extra_length), where)
+    return copy_batches(engine, query, pa.schema(fields), longest=longest, batch_bytes=batch_bytes)

@@ -10,6 +10,44 @@ const MAX_EVENT_PAGES = 50;
 let job = null;
 let lastEventId = 0;
 
+// Costs are in the currency of the teacher's price: four significant digits, no symbol.
+function money(value) {
+  if (value === null || value === undefined) return "–";
+  return Number(value.toPrecision(4)).toString();
+}
+
+function renderUsage(usage) {
+  if (!usage) return;
+  const { total, estimate, budget } = usage;
+  const estimated = estimate
+    ? `${estimate.completion_tokens_bounded ? "≤ " : "~"}${compact(estimate.completion_tokens)} completion · ~${compact(estimate.prompt_tokens)} prompt tokens` +
+      (estimate.cost !== null ? ` · cost ~${money(estimate.cost)}` : "")
+    : null;
+  const limits = budget
+    ? [budget.max_cost !== null ? `max cost ${money(budget.max_cost)}` : null,
+       budget.max_completion_tokens !== null ? `max ${num(budget.max_completion_tokens)} completion tokens` : null]
+      .filter(Boolean).join(" · ")
+    : null;
+  facts($("#job-usage"), [
+    ["Cost", total.cost !== null ? money(total.cost) : "no price set"],
+    ["Prompt / completion tokens", `${num(total.prompt_tokens)} / ${num(total.completion_tokens)}`],
+    ["Samples/s", total.samples_per_second ? total.samples_per_second.toFixed(2) : "–"],
+    ["Estimate at submission", estimated],
+    budget ? ["Budget", limits + (budget.reached ? ` · reached: ${budget.reached}` : "")] : null,
+  ]);
+  $("#usage-note").textContent = estimate && !estimate.completion_tokens_bounded
+    ? "a list stage has no max_items: the completion estimate is no bound"
+    : "";
+  replace($("#usage-teachers tbody"), usage.teachers.map((t) => h("tr", {},
+    h("td", { class: "mono" }, `${t.model} (${t.engine})`),
+    h("td", { class: "num" }, num(t.prompt_tokens)),
+    h("td", { class: "num" }, num(t.completion_tokens)),
+    h("td", { class: "num" }, t.samples_per_second ? t.samples_per_second.toFixed(2) : "–"),
+    h("td", { class: "num" }, t.price_per_million_tokens
+      ? `${t.price_per_million_tokens.input} / ${t.price_per_million_tokens.output}` : "–"),
+    h("td", { class: "num" }, money(t.cost)))));
+}
+
 function renderJob(detail) {
   job = detail;
   const p = detail.progress;
@@ -28,6 +66,7 @@ function renderJob(detail) {
     ["Finished", detail.finished_at ? when(detail.finished_at) : "–"],
     ["Seed · priority", `${detail.seed} · ${detail.priority}`],
   ]);
+  renderUsage(detail.usage);
   const error = $("#job-error");
   error.hidden = !detail.last_error;
   error.textContent = detail.last_error || "";
