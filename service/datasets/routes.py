@@ -21,9 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.datasets import service
-from service.datasets.export.card import DatasetManifest, dataset_card
+from service.datasets.export.card import DatasetManifest
 from service.datasets.export.containers import jsonl_stream, parquet_stream
-from service.datasets.export.folder import NoPreferencePairs, export_batches, export_plan, export_to_folder
+from service.datasets.export.folder import (
+    NoPreferencePairs,
+    export_batches,
+    export_plan,
+    export_to_folder,
+    plan_card,
+)
 from service.datasets.export.formats import SoftLabelsUnsupported, check_soft_labels, format_schema
 from service.datasets.export.preference import PreferenceStats
 from service.datasets.ground_truth import GroundTruthError, parse_jsonl
@@ -192,17 +198,8 @@ def dataset_card_markdown(
     version = service.get_frozen_dataset(session, dataset_id)
     manifest = service.manifest_of(version)
     assert settings.database_url is not None
-    splits, with_system, stats = _export_plan(get_engine(settings.database_url), manifest, format)
-    card = dataset_card(
-        manifest,
-        format,
-        container,
-        splits,
-        provenance=provenance,
-        has_system=with_system,
-        preference=stats,
-        soft_labels=soft_labels,
-    )
+    plan = _export_plan(get_engine(settings.database_url), manifest, format)
+    card = plan_card(manifest, format, container, plan, provenance=provenance, soft_labels=soft_labels)
     return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
 
 

@@ -49,6 +49,29 @@ def export_plan(
     return {s: n for s, n in stats.pairs.items() if n}, with_system, stats
 
 
+def plan_card(
+    manifest: DatasetManifest,
+    fmt: str,
+    container: str,
+    plan: tuple[dict[str, int], bool, PreferenceStats | None],
+    *,
+    provenance: bool,
+    soft_labels: bool,
+) -> str:
+    """The README.md card of an export that `export_plan` planned (what the folder and /card carry)."""
+    splits, with_system, stats = plan
+    return dataset_card(
+        manifest,
+        fmt,
+        container,
+        splits,
+        provenance=provenance,
+        has_system=with_system,
+        preference=stats,
+        soft_labels=soft_labels,
+    )
+
+
 def export_batches(
     engine: Engine,
     manifest: DatasetManifest,
@@ -120,7 +143,8 @@ def export_to_folder(
         SoftLabelsUnsupported: `soft_labels` with the preference format.
     """
     check_soft_labels(fmt, soft_labels)
-    splits, with_system, stats = export_plan(engine, manifest, fmt)
+    plan = export_plan(engine, manifest, fmt)
+    splits, with_system, _ = plan
     schema = format_schema(fmt, has_system=with_system, provenance=provenance, soft_labels=soft_labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
@@ -156,15 +180,6 @@ def export_to_folder(
             writer.close()
     if container == "hf":
         write_dataset_dict_json(out_dir, list(splits))
-    card = dataset_card(
-        manifest,
-        fmt,
-        container,
-        splits,
-        provenance=provenance,
-        has_system=with_system,
-        preference=stats,
-        soft_labels=soft_labels,
-    )
+    card = plan_card(manifest, fmt, container, plan, provenance=provenance, soft_labels=soft_labels)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     return splits
