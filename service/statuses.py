@@ -31,5 +31,3 @@ FINISHED_STATUSES: frozenset[WorkStatus] = frozenset(
 )
 # What a resume may requeue (a succeeded owner has nothing left to do).
 REQUEUEABLE_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.FAILED, WorkStatus.CANCELLED})
-# Finished, but not as asked: no ETA, and the CLI exits non-zero.
-UNSUCCESSFUL_STATUSES: frozenset[WorkStatus] = frozenset({WorkStatus.FAILED, WorkStatus.CANCELLED})

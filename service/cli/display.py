@@ -12,7 +12,6 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -22,17 +21,15 @@ from rich.progress import (
 from service.statuses import FINISHED_STATUSES
 
 
-def count_bar(console: Console, *middle: ProgressColumn | str, eta: bool = True) -> Progress:
-    """A bar of done/total with the task's description before it, `middle` columns, then an ETA."""
-    columns: list[ProgressColumn | str] = [
+def count_bar(console: Console) -> Progress:
+    """A bar of done/total with the task's description before it and an ETA after it."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        *middle,
-    ]
-    if eta:
-        columns.append(TimeRemainingColumn())
-    return Progress(*columns, console=console)
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def follow(

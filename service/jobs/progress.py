@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from service.statuses import ALL_STATUSES, UNSUCCESSFUL_STATUSES
+from service.statuses import ALL_STATUSES, FINISHED_STATUSES
 
 # "starting": running, no item committed yet (a worker loads the teacher, then writes its first
 # chunk); "generating": items are being committed. Finished jobs take their status.
@@ -53,7 +53,7 @@ def compute_progress(
         tokens_rate = tokens_out / elapsed
     if status == "succeeded":
         eta = 0.0
-    elif status in UNSUCCESSFUL_STATUSES:
+    elif status in FINISHED_STATUSES:  # failed or cancelled: it will not finish
         eta = None
     elif items_rate:
         eta = max(items_total - items_done, 0) / items_rate
