@@ -37,7 +37,8 @@ def add_recipe(session: Session, spec: dict[str, Any] | None = None, *, name: st
 
 def add_job(session: Session, recipe: Recipe | None = None, **values: Any) -> Job:
     """A job row on `recipe` (a new factory recipe by default); `values` set any column."""
-    values.setdefault("teacher", {"model": "/models/teacher", "engine": "vllm"})
+    if "teachers" not in values:
+        values.setdefault("teacher", {"model": "/models/teacher", "engine": "vllm"})
     job = Job(recipe_id=(recipe or add_recipe(session)).id, **values)
     session.add(job)
     session.flush()

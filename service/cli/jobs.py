@@ -15,6 +15,7 @@ from rich.table import Table
 from service.cli import CliError
 from service.cli.api_client import ApiClient, api_options
 from service.cli.display import duration, follow, rate, when
+from service.cli.runs import read_document_file
 from service.statuses import ALL_STATUSES
 
 # Seed sources read from files; the CLI inlines them so the job does not depend on the server's disk.
@@ -166,7 +167,19 @@ def _cost_field(job: dict[str, Any]) -> str:
 
 @click.command("submit")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--teacher", "model", required=True, help="Teacher model: a local folder, or a model id.")
+@click.option(
+    "--teacher",
+    "models",
+    multiple=True,
+    help="Teacher model: a local folder, or a model id. Repeat it for several teachers (each answers "
+    "every item); --engine, --base-url and -o apply to each.",
+)
+@click.option(
+    "--teachers-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Several teachers of different engines or options: a YAML/JSON list of teacher configs.",
+)
 @click.option(
     "--engine", type=click.Choice(["vllm", "openai"]), default=None, help="Teacher backend (default vllm)."
 )
@@ -211,7 +224,8 @@ def _cost_field(job: dict[str, Any]) -> str:
 @api_options
 def submit(
     recipe: Path,
-    model: str,
+    models: tuple[str, ...],
+    teachers_file: Path | None,
     engine: str | None,
     base_url: str | None,
     teacher_options: tuple[str, ...],
@@ -233,7 +247,7 @@ def submit(
         raise CliError(f"recipe file not found: {recipe}")
     body: dict[str, Any] = {
         "recipe": self_contained_spec(recipe),
-        "teacher": teacher_config(model, engine, base_url, teacher_options),
+        **_teachers_body(models, teachers_file, engine, base_url, teacher_options),
         "priority": priority,
     }
     for key, value in (
@@ -280,6 +294,31 @@ def submit(
     )
 
 
+def _teachers_body(
+    models: tuple[str, ...],
+    teachers_file: Path | None,
+    engine: str | None,
+    base_url: str | None,
+    options: tuple[str, ...],
+) -> dict[str, Any]:
+    """`{"teacher": ...}` for one teacher, `{"teachers": [...]}` for several."""
+    if teachers_file is not None:
+        if models:
+            raise CliError("give --teacher or --teachers-file, not both")
+        configs = read_document_file(teachers_file, "--teachers-file")
+        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+            raise CliError(f"--teachers-file {teachers_file}: expected a list of teacher configs")
+        if engine or base_url or options:
+            raise CliError(
+                "--engine, --base-url and -o do not apply to --teachers-file: set them in the file"
+            )
+    elif models:
+        configs = [teacher_config(model, engine, base_url, options) for model in models]
+    else:
+        raise CliError("give --teacher MODEL (repeat it for several teachers) or --teachers-file")
+    return {"teacher": configs[0]} if len(configs) == 1 else {"teachers": configs}
+
+
 def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table = Table("id", box=box.SIMPLE_HEAD)
     # A status is never cut ("succee…"): the other columns give way on a narrow terminal.
@@ -310,11 +349,12 @@ def _samples_per_second(job: dict[str, Any]) -> float | None:
 def _job_report(job: dict[str, Any], console: Console) -> None:
     p = job["progress"]
     recipe = job["recipe"]
-    teacher = job["teacher"]
+    teachers = job.get("teachers") or [job["teacher"]]
+    named = ", ".join(f"{t.get('model')} ({t.get('engine', 'vllm')})" for t in teachers)
     lines = [
         f"[bold]job {job['id']}[/] {job['status']} · "
         f"recipe {recipe['name']} v{recipe['version']} (id {recipe['id']})",
-        f"teacher {teacher.get('model')} ({teacher.get('engine', 'vllm')}) · seed {job['seed']} · "
+        f"{'teachers' if len(teachers) > 1 else 'teacher'} {named} · seed {job['seed']} · "
         f"priority {job['priority']}",
         f"items {p['items_done']}/{p['items_total']} ({100 * p['fraction']:.0f}%) · "
         f"samples {p['samples_written']:,} · tokens in {p['tokens_in']:,} / out {p['tokens_out']:,}",
@@ -327,10 +367,29 @@ def _job_report(job: dict[str, Any], console: Console) -> None:
         console.print(line)
     for line in usage_lines(job):  # whole lines: a test or a log grep finds them as printed
         console.print(line, soft_wrap=True)
-    shards = Table("shard", "items", "status", "done", "attempts", "worker", "last error")
+    several = len(teachers) > 1
+    if several:
+        for one in (job.get("usage") or {}).get("teachers") or []:
+            console.print(
+                f"teacher {one['index']} {one['model']}: items {one['items_done']} · samples "
+                f"{one['samples']:,} · tokens in {one['prompt_tokens']:,} / out {one['completion_tokens']:,}"
+                + (f" · cost {money(one['cost'])}" if one.get("cost") is not None else ""),
+                soft_wrap=True,
+            )
+    shards = Table(
+        "shard",
+        *(["teacher"] if several else []),
+        "items",
+        "status",
+        "done",
+        "attempts",
+        "worker",
+        "last error",
+    )
     for shard in job["shards"]:
         shards.add_row(
             str(shard["id"]),
+            *([str(shard.get("teacher_index", 0))] if several else []),
             f"{shard['start']}–{shard['end']}",
             shard["status"],
             str(shard["cursor"]),

@@ -33,16 +33,21 @@ RESULT_ROWS = (
 ANSWER_CHARS = 60
 
 
-def read_mapping_file(path: Path, option: str) -> dict[str, Any]:
-    """A JSON or YAML file holding one mapping (YAML is a superset of JSON, so one parser reads both)."""
+def read_document_file(path: Path, option: str) -> Any:
+    """A JSON or YAML file's document (YAML is a superset of JSON, so one parser reads both)."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CliError(f"{option} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         raise CliError(f"{option} {path}:{line} not JSON or YAML ({getattr(exc, 'problem', exc)})") from exc
+
+
+def read_mapping_file(path: Path, option: str) -> dict[str, Any]:
+    """A JSON or YAML file holding one mapping."""
+    document = read_document_file(path, option)
     if not isinstance(document, dict):
         raise CliError(f"{option} {path}: expected a mapping of settings, got {type(document).__name__}")
     return document

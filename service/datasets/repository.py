@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     String,
+    Subquery,
     Text,
     case,
     cast,
@@ -60,6 +61,56 @@ def any_sample_matches(session: Session, conditions: Sequence[ColumnElement[bool
     return session.scalar(select(exists(select(Sample.id).where(*conditions)))) is True
 
 
+def split_samples(
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    limit: int | None,
+    test_fraction: float,
+    split_seed: int,
+    stratify_by_job: bool,
+) -> Subquery:
+    """(row_index, sample_id, job_id, split) of the samples a version freezes (see choose_teacher_rows);
+    the dataset preview counts the same statement, so its split sizes are the freeze's."""
+    chosen_query = select(Sample.id, Sample.job_id, Sample.item_index).where(*conditions).order_by(Sample.id)
+    if limit is not None:
+        chosen_query = chosen_query.limit(limit)
+    chosen = chosen_query.cte("chosen")
+    split: ColumnElement[str]
+    if test_fraction > 0:
+        # Items, not samples, are split: an item's samples (several teachers, n > 1) ask the same
+        # question, so one of them in train and another in test would leak the test set.
+        items = select(chosen.c.job_id, chosen.c.item_index).distinct().cte("chosen_items")
+        key = func.md5(
+            literal(f"{split_seed}:", String)
+            + cast(items.c.job_id, String)
+            + literal(":", String)
+            + cast(items.c.item_index, String)
+        )
+        partition = [items.c.job_id] if stratify_by_job else None
+        rank = func.row_number().over(
+            partition_by=partition, order_by=(key, items.c.job_id, items.c.item_index)
+        )
+        size = func.count().over(partition_by=partition)
+        item_split = select(
+            items.c.job_id,
+            items.c.item_index,
+            case((rank <= func.round(size * test_fraction), "test"), else_="train").label("split"),
+        ).cte("item_split")
+        split = (
+            select(item_split.c.split)
+            .where(item_split.c.job_id == chosen.c.job_id, item_split.c.item_index == chosen.c.item_index)
+            .scalar_subquery()
+        )
+    else:
+        split = literal("train", String)
+    return select(
+        (func.row_number().over(order_by=chosen.c.id) - 1).label("row_index"),
+        chosen.c.id.label("sample_id"),
+        chosen.c.job_id,
+        split.label("split"),
+    ).subquery("split_samples")
+
+
 def choose_teacher_rows(
     session: Session,
     conditions: Sequence[ColumnElement[bool]],
@@ -73,8 +124,9 @@ def choose_teacher_rows(
 
     One statement over sample ids only, so which samples, their order (rows 0..n-1 by sample id)
     and their split are decided on one snapshot; copy_chosen_rows then copies them in chunks. The
-    split ranks samples by md5("<seed>:<sample id>") (per job when stratified) and puts the
-    round(test_fraction × n) first-ranked ones in `test`. The table is dropped at commit.
+    split ranks the chosen samples' items by md5("<seed>:<job id>:<item index>") (per job when
+    stratified) and puts every sample of the round(test_fraction × items) first-ranked items in
+    `test`. The table is dropped at commit.
     """
     # Sorting a million ids fits in memory with this; the default (4 MB) spills to disk.
     session.execute(text("SET LOCAL work_mem = '128MB'"))
@@ -84,24 +136,14 @@ def choose_teacher_rows(
             "split varchar(10) NOT NULL) ON COMMIT DROP"
         )
     )
-    chosen_query = select(Sample.id, Sample.job_id).where(*conditions).order_by(Sample.id)
-    if limit is not None:
-        chosen_query = chosen_query.limit(limit)
-    chosen = chosen_query.cte("chosen")
-    split: ColumnElement[str]
-    if test_fraction > 0:
-        key = func.md5(literal(f"{split_seed}:", String) + cast(chosen.c.id, String))
-        partition = [chosen.c.job_id] if stratify_by_job else None
-        rank = func.row_number().over(partition_by=partition, order_by=(key, chosen.c.id))
-        size = func.count().over(partition_by=partition)
-        split = case((rank <= func.round(size * test_fraction), "test"), else_="train")
-    else:
-        split = literal("train", String)
-    ranked = select(
-        (func.row_number().over(order_by=chosen.c.id) - 1).label("row_index"),
-        chosen.c.id.label("sample_id"),
-        split.label("split"),
+    chosen = split_samples(
+        conditions,
+        limit=limit,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        stratify_by_job=stratify_by_job,
     )
+    ranked = select(chosen.c.row_index, chosen.c.sample_id, chosen.c.split)
     choice = table("freeze_choice", column("row_index"), column("sample_id"), column("split"))
     statement = (
         insert(choice)
@@ -315,6 +357,11 @@ def existing_filter_names(session: Session, names: Sequence[str]) -> set[str]:
     return found
 
 
+def public_teacher(teacher: dict[str, Any]) -> dict[str, Any]:
+    """What a version's lineage records of a teacher: its identity, never its options or key."""
+    return {k: teacher.get(k) for k in ("model", "revision", "engine", "base_url") if teacher.get(k)}
+
+
 def jobs_of_rows(session: Session, dataset_id: int) -> list[dict[str, Any]]:
     job_id = cast(DatasetRow.extra["job_id"].astext, Job.id.type)
     counts = (
@@ -335,11 +382,8 @@ def jobs_of_rows(session: Session, dataset_id: int) -> list[dict[str, Any]]:
             "rows": int(n),
             "status": job.status,
             "seed": job.seed,
-            "teacher": {
-                k: job.teacher.get(k)
-                for k in ("model", "revision", "engine", "base_url")
-                if job.teacher.get(k)
-            },
+            "teacher": public_teacher(job.teacher),
+            "teachers": [public_teacher(teacher) for teacher in job.teachers],
             "recipe": {
                 "id": recipe.id,
                 "name": recipe.name,

@@ -182,7 +182,11 @@ def _export_plan(
         raise ConflictError(str(exc), title="No Preference Pairs", slug="no-preference-pairs") from exc
 
 
-@router.get("/{dataset_id}/card", response_class=PlainTextResponse, responses=problem_responses(409))
+class MarkdownResponse(PlainTextResponse):
+    media_type = "text/markdown"
+
+
+@router.get("/{dataset_id}/card", response_class=MarkdownResponse, responses=problem_responses(409))
 def dataset_card_markdown(
     _: Viewer,
     session: SessionDep,
@@ -192,7 +196,7 @@ def dataset_card_markdown(
     container: ContainerQuery = "jsonl",
     provenance: ProvenanceQuery = False,
     soft_labels: SoftLabelsQuery = False,
-) -> PlainTextResponse:
+) -> MarkdownResponse:
     """The dataset card (README.md with lineage) an export of this version carries."""
     _checked_soft_labels(format, soft_labels)
     version = service.get_frozen_dataset(session, dataset_id)
@@ -200,7 +204,7 @@ def dataset_card_markdown(
     assert settings.database_url is not None
     plan = _export_plan(get_engine(settings.database_url), manifest, format)
     card = plan_card(manifest, format, container, plan, provenance=provenance, soft_labels=soft_labels)
-    return PlainTextResponse(card, media_type="text/markdown; charset=utf-8")
+    return MarkdownResponse(card)
 
 
 SoftLabelsQuery = Annotated[

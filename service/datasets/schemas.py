@@ -67,10 +67,11 @@ class DatasetQuery(BaseModel):
 class SplitSpec(BaseModel):
     """A deterministic train/test split.
 
-    Each sample's rank is its position when ordered by md5("<seed>:<sample id>"); the
-    round(test_fraction × n) lowest-ranked samples are `test`, the rest `train`. With
-    `stratify_by_job` the ranking and the count are per job. The same seed and samples always give
-    the same split; adding samples moves few others.
+    Items are split, not samples: each item's rank is its position when ordered by
+    md5("<seed>:<job id>:<item index>"), and every sample of the round(test_fraction × items)
+    lowest-ranked items is `test`, the rest `train`, so an item answered by several teachers (or
+    n times) never sits on both sides. With `stratify_by_job` the ranking and the count are per
+    job. The same seed and samples always give the same split; adding samples moves few others.
     """
 
     model_config = ConfigDict(extra="forbid")

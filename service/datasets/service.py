@@ -332,7 +332,7 @@ def _lineage(
 ) -> dict[str, Any]:
     jobs = repository.jobs_of_rows(session, dataset_id)
     recipes = {job["recipe"]["id"]: job["recipe"] for job in jobs}
-    teachers = sorted({job["teacher"].get("model", "?") for job in jobs})
+    teachers = sorted({teacher.get("model", "?") for job in jobs for teacher in job["teachers"]})
     filters: dict[str, dict[str, int]] = {}
     run_ids: set[int] = set()
     for name, run_id, passed, n in repository.verdicts_of_rows(session, dataset_id):

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -70,18 +71,23 @@ class Recipe(Base):
 
 
 class Job(Base):
-    """A generation job: one recipe on one teacher, split into shards (tasks)."""
+    """A generation job: one recipe on one or more teachers, split into shards (tasks) per teacher."""
 
     __tablename__ = "job"
     __table_args__ = (
         CheckConstraint(status_check("status", JOB_STATUSES), name="status"),
+        CheckConstraint(
+            "jsonb_typeof(teachers) = 'array' AND jsonb_array_length(teachers) >= 1", name="teachers"
+        ),
         Index("ix_job_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     recipe_id: Mapped[int] = mapped_column(ForeignKey("recipe.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), server_default="queued")
-    teacher: Mapped[dict[str, Any]]
+    # Teacher configs; each item is answered by each, and the first is the job's primary teacher
+    # (the one a training run's evaluation compares students with unless told otherwise).
+    teachers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     seed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     priority: Mapped[int] = mapped_column(Integer, server_default="0")
     params: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -93,6 +99,9 @@ class Job(Base):
     samples_written: Mapped[int] = mapped_column(BigInteger, server_default="0")
     tokens_in: Mapped[int] = mapped_column(BigInteger, server_default="0")
     tokens_out: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Each teacher's share of the counters above, by teacher index ("0", "1", ...): items_done,
+    # samples, tokens_in, tokens_out. Written in the same chunk transaction as the totals.
+    teacher_usage: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_digest: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
@@ -100,6 +109,15 @@ class Job(Base):
     created_at: Mapped[datetime] = created_at_column()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+    @property
+    def teacher(self) -> dict[str, Any]:
+        """The primary teacher (the first); setting it makes a one-teacher job."""
+        return self.teachers[0]
+
+    @teacher.setter
+    def teacher(self, config: dict[str, Any]) -> None:
+        self.teachers = [config]
 
 
 class Worker(Base):
@@ -270,7 +288,7 @@ class Sample(Base):
 
     __tablename__ = "sample"
     __table_args__ = (
-        UniqueConstraint("job_id", "item_index", "stage", "sample_index"),
+        UniqueConstraint("job_id", "item_index", "stage", "sample_index", "teacher_index"),
         CheckConstraint(status_check("parse_status", PARSE_STATUSES), name="parse_status"),
         CheckConstraint(status_check("review_status", REVIEW_STATUSES), name="review_status"),
         Index("ix_sample_job_stage_id", "job_id", "stage", "id"),
@@ -287,6 +305,8 @@ class Sample(Base):
     item_index: Mapped[int] = mapped_column(Integer)
     stage: Mapped[str] = mapped_column(String(100))
     sample_index: Mapped[int] = mapped_column(Integer)
+    # Which of the job's teachers wrote it (an index into job.teachers).
+    teacher_index: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     parent_sample_index: Mapped[int | None] = mapped_column(Integer)
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text)

@@ -10,8 +10,8 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import ColumnElement, Float, and_, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
-from service.db.models import DatasetRow, DatasetVersion, Event, FilterRun, FilterVerdict, Sample
-from service.filters.records import SampleRecord, Verdict
+from service.db.models import DatasetRow, DatasetVersion, Event, FilterRun, FilterVerdict, Job, Sample
+from service.filters.records import SampleRecord, TeacherAnswer, Verdict, item_key
 from service.queue.owners import cancel_owner
 from service.samples.selection import current_answer, current_question
 
@@ -77,6 +77,9 @@ def read_chunk(
 ) -> tuple[list[SampleRecord], ChunkKey | None]:
     """The next `limit` samples of the selection in `order` after `after` (keyset), and the new key."""
     key = score_key()
+    job_teachers = (
+        select(func.jsonb_array_length(Job.teachers)).where(Job.id == Sample.job_id).scalar_subquery()
+    )
     columns = (
         Sample.id,
         Sample.job_id,
@@ -87,6 +90,12 @@ def read_chunk(
         Sample.score,
         Sample.inputs,
         key,
+        Sample.item_index,
+        Sample.stage,
+        Sample.sample_index,
+        Sample.teacher_index,
+        job_teachers,
+        Sample.answer,
     )
     query = select(*columns).where(*conditions).limit(limit)
     if order == "highest_score":
@@ -108,11 +117,46 @@ def read_chunk(
             parsed=r[5],
             score=r[6],
             inputs=r[7],
+            item_index=r[9],
+            stage=r[10],
+            sample_index=r[11],
+            teacher_index=r[12],
+            job_teachers=int(r[13] or 1),
+            teacher_answer=r[14],
         )
         for r in rows
     ]
     last = ChunkKey(rows[-1][0], float(rows[-1][8])) if rows else None
     return records, last
+
+
+SIBLING_ANSWERS_SQL = text(
+    """
+    SELECT s.job_id, s.item_index, s.stage, s.sample_index, s.teacher_index, s.id, s.answer
+    FROM unnest(CAST(:jobs AS bigint[]), CAST(:items AS integer[]), CAST(:stages AS text[]),
+                CAST(:indices AS integer[])) AS k(job_id, item_index, stage, sample_index)
+    JOIN sample s ON s.job_id = k.job_id AND s.item_index = k.item_index AND s.stage = k.stage
+        AND s.sample_index = k.sample_index
+    ORDER BY s.job_id, s.item_index, s.stage, s.sample_index, s.teacher_index
+    """
+)
+
+
+def sibling_answers(session: Session, samples: Sequence[SampleRecord]) -> list[TeacherAnswer]:
+    """Every teacher's answer (as written) to the items of `samples`: same job, item, stage and index."""
+    keys = sorted({item_key(sample) for sample in samples})
+    if not keys:
+        return []
+    rows = session.execute(
+        SIBLING_ANSWERS_SQL,
+        {
+            "jobs": [k[0] for k in keys],
+            "items": [k[1] for k in keys],
+            "stages": [k[2] for k in keys],
+            "indices": [k[3] for k in keys],
+        },
+    )
+    return [TeacherAnswer((r[0], r[1], r[2], r[3]), r[4], r[5], r[6]) for r in rows]
 
 
 def upsert_verdicts(session: Session, run_id: int, verdicts: Sequence[tuple[str, Verdict]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FILTER_TYPES = (
     "length",
@@ -22,11 +22,25 @@ FILTER_TYPES = (
     "json_schema",
     "judge_score",
     "decontamination",
+    "agreement",
 )
 FILTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
 TextField = Literal["question", "answer", "question_and_answer"]
 KeepOrder = Literal["first_id", "highest_score"]
+
+
+def _compiled_or_none(pattern: str | None) -> str | None:
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+    return pattern
+
+
+# A regular expression that extracts a final answer, checked when the spec is submitted.
+AnswerPattern = Annotated[str | None, AfterValidator(_compiled_or_none)]
 
 
 class _Params(BaseModel):
@@ -143,7 +157,7 @@ class VerifierParams(_Params):
 
     reference_field: str = Field(default="reference", min_length=1, description="Key in the sample's inputs.")
     mode: Literal["exact", "normalized", "numeric", "regex"] = "normalized"
-    pattern: str | None = Field(
+    pattern: AnswerPattern = Field(
         default=None,
         description="Regex that extracts the final answer: group 1 (or the whole match) of the last match.",
     )
@@ -151,16 +165,6 @@ class VerifierParams(_Params):
     relative_tolerance: float = Field(
         default=0.0, ge=0, description="numeric: allowed difference relative to the reference."
     )
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
-        return pattern
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> VerifierParams:
@@ -298,6 +302,42 @@ class DecontaminationParams(_Params):
     )
 
 
+class AgreementParams(_Params):
+    """Keep what a job's teachers agree on (jobs with `teachers`).
+
+    Per item (with its stage and sample index), each teacher's answer as it wrote it is grouped
+    with the others it matches by `mode`; the largest group is the majority answer (a tie goes to
+    the group of the lowest teacher index). When at least `quorum` teachers are in it, the item
+    agrees: `keep: agreeing` passes every sample of that group, `keep: majority` only its first
+    (one sample per item). Samples outside the group, and every sample of an item below the
+    quorum, fail with the count in the reason; the verdict's score is the share of teachers in the
+    majority group.
+    """
+
+    mode: Literal["exact", "normalized", "numeric"] = Field(
+        default="normalized",
+        description="How two answers are the same (answers.match): exact text, normalised text (case, "
+        "punctuation, articles, whitespace), or the last number within `tolerance`.",
+    )
+    pattern: AnswerPattern = Field(
+        default=None,
+        description="Regex that extracts the final answer before comparing: group 1 (or the whole match) "
+        "of the last match.",
+    )
+    tolerance: float = Field(default=1e-6, ge=0, description="numeric: allowed absolute difference.")
+    quorum: int | None = Field(
+        default=None,
+        ge=2,
+        le=8,
+        description="Teachers that must give the same answer; default every teacher of the job.",
+    )
+    keep: Literal["agreeing", "majority"] = Field(
+        default="agreeing",
+        description="agreeing: every sample in the majority group passes; majority: only the first "
+        "(lowest teacher index), so an item yields one sample.",
+    )
+
+
 class _FilterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -355,6 +395,11 @@ class DecontaminationFilter(_FilterSpec):
     params: DecontaminationParams
 
 
+class AgreementFilter(_FilterSpec):
+    type: Literal["agreement"]
+    params: AgreementParams = Field(default_factory=AgreementParams)
+
+
 FilterSpec = Annotated[
     LengthFilter
     | RegexFilter
@@ -363,7 +408,8 @@ FilterSpec = Annotated[
     | VerifierFilter
     | JsonSchemaFilter
     | JudgeScoreFilter
-    | DecontaminationFilter,
+    | DecontaminationFilter
+    | AgreementFilter,
     Field(discriminator="type"),
 ]
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Event, Job, Task
+from service.db.models import Event, Job, Sample, Task
 from service.queue.owners import cancel_owner
 
 
@@ -66,3 +66,19 @@ def list_events(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Event.id).limit(limit).offset(offset))
     return list(rows), total
+
+
+def item_samples(session: Session, job_id: int, stage: str, first_item: int, end_item: int) -> list[Sample]:
+    """The job's samples of `stage` for items [first_item, end_item), by item, teacher, sample index."""
+    return list(
+        session.scalars(
+            select(Sample)
+            .where(
+                Sample.job_id == job_id,
+                Sample.stage == stage,
+                Sample.item_index >= first_item,
+                Sample.item_index < end_item,
+            )
+            .order_by(Sample.item_index, Sample.teacher_index, Sample.sample_index)
+        )
+    )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from service.dependencies import Admin, PageDep, SessionDep, SettingsDep, Viewer
 from service.errors import problem_responses
 from service.jobs import service
-from service.jobs.schemas import EventOut, JobCreate, JobDetail, JobOut, JobStatus
+from service.jobs.schemas import EventOut, ItemAnswersOut, JobCreate, JobDetail, JobOut, JobStatus
 from service.limits import BIGINT_MAX
 from service.pagination import Page
 
@@ -100,6 +100,19 @@ def list_events(
     rows, total = service.list_events(session, job_id, after_id=after, limit=page.limit, offset=page.offset)
     return Page[EventOut](
         items=[EventOut.model_validate(row) for row in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{job_id}/answers", response_model=Page[ItemAnswersOut], responses=problem_responses(404))
+def item_answers(_: Viewer, session: SessionDep, page: PageDep, job_id: JobId) -> Page[ItemAnswersOut]:
+    """The job's items in order with every teacher's answer side by side (its answer stage), and
+    whether they agree: how a job with several teachers is compared. `total` counts items."""
+    rows, total = service.item_answers(session, job_id, limit=page.limit, offset=page.offset)
+    return Page[ItemAnswersOut](
+        items=[ItemAnswersOut.model_validate(row, from_attributes=True) for row in rows],
         total=total,
         limit=page.limit,
         offset=page.offset,

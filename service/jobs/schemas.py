@@ -20,7 +20,14 @@ from pydantic import (
 from generator.engines.base import TeacherConfig
 from service.errors import union_tag
 from service.jobs.progress import JobPhase, compute_progress
-from service.jobs.usage import budget_reached, cost, teacher_price
+from service.jobs.usage import (
+    TeacherSpend,
+    budget_reached,
+    cost,
+    teacher_counters,
+    teacher_spends,
+    total_cost,
+)
 from service.limits import BIGINT_MAX, INT_MAX
 from service.recipes.schemas import RECIPE_NAME_PATTERN
 from service.statuses import StatusName
@@ -89,8 +96,11 @@ class JobBudget(BaseModel):
         return self
 
 
+MAX_TEACHERS = 8
+
+
 class JobCreate(BaseModel):
-    """A generation job: a recipe run on a teacher."""
+    """A generation job: a recipe run on a teacher, or on several (each answers every item)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,7 +108,17 @@ class JobCreate(BaseModel):
         description='A recipe document inline (stored as a new version of its `name`, or "inline"), '
         '`{"id": N}`, or `{"name": ..., "version": N}` (latest version when omitted).'
     )
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(
+        default=None, description="The teacher. Give this or `teachers`, not both."
+    )
+    teachers: list[TeacherConfig] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=MAX_TEACHERS,
+        description="Several teachers (any engines), each answering every item in shards of its own; "
+        "samples carry their teacher's index, and the `agreement` filter keeps what they agree on. The "
+        "first is the primary teacher (training evaluations compare students with it by default).",
+    )
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -118,6 +138,16 @@ class JobCreate(BaseModel):
         description='Stop the job cleanly (cancelled, samples kept, error "budget reached: ...") once '
         "it has cost `max_cost` or written `max_completion_tokens`; checked after each stored chunk.",
     )
+
+    @property
+    def all_teachers(self) -> list[TeacherConfig]:
+        """The job's teachers in order, however they were given."""
+        return [self.teacher] if self.teacher is not None else list(self.teachers or [])
+
+    @property
+    def teachers_field(self) -> str:
+        """Which field named the teachers (where problems with one of them are reported)."""
+        return "teacher" if self.teacher is not None else "teachers"
 
 
 class JobProgress(BaseModel):
@@ -169,10 +199,12 @@ class UsageEstimate(BaseModel):
 
 
 class TeacherUsage(BaseModel):
-    """What one teacher of the job used (a job has one teacher today; the list leaves room for more)."""
+    """What one teacher of the job used, and how far it got."""
 
+    index: int = Field(description="The teacher's place in the job's `teachers` (samples carry it).")
     model: str
     engine: str
+    items_done: int = Field(description="Items this teacher has answered (of the job's items).")
     prompt_tokens: int
     completion_tokens: int
     samples: int
@@ -208,54 +240,83 @@ class JobUsage(BaseModel):
 
 def job_usage(
     *,
-    teacher: dict[str, Any],
+    teachers: list[dict[str, Any]],
+    teacher_usage: dict[str, Any],
     params: dict[str, Any],
+    items_done: int,
     tokens_in: int,
     tokens_out: int,
     samples_written: int,
     elapsed_seconds: float | None,
 ) -> JobUsage:
-    """The usage block of a job from its row (costs computed now, from the teacher's price)."""
-    price = teacher_price(teacher)
-    rate = samples_written / elapsed_seconds if elapsed_seconds and samples_written else None
-    spent = cost(price, tokens_in, tokens_out)
-    one = TeacherUsage(
-        model=str(teacher.get("model", "")),
-        engine=str(teacher.get("engine", "vllm")),
-        prompt_tokens=tokens_in,
-        completion_tokens=tokens_out,
-        samples=samples_written,
-        samples_per_second=rate,
-        price_per_million_tokens=price.model_dump() if price else None,
-        cost=spent,
-    )
-    stored = params.get("estimate")
-    estimate = (
-        UsageEstimate(
-            **stored, cost=cost(price, stored.get("prompt_tokens"), stored.get("completion_tokens", 0))
+    """The usage block of a job from its row (costs computed now, from each teacher's price)."""
+
+    def rate(samples: int) -> float | None:
+        return samples / elapsed_seconds if elapsed_seconds and samples else None
+
+    totals = {
+        "items_done": items_done,
+        "samples": samples_written,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+    }
+    counters_by_teacher = teacher_counters(teachers, teacher_usage, totals)
+    spends = teacher_spends(teachers, counters_by_teacher)
+    per_teacher = []
+    for index, (teacher, spend, counters) in enumerate(
+        zip(teachers, spends, counters_by_teacher, strict=True)
+    ):
+        samples = int(counters.get("samples", 0))
+        per_teacher.append(
+            TeacherUsage(
+                index=index,
+                model=str(teacher.get("model", "")),
+                engine=str(teacher.get("engine", "vllm")),
+                items_done=int(counters.get("items_done", 0)),
+                prompt_tokens=spend.prompt_tokens,
+                completion_tokens=spend.completion_tokens,
+                samples=samples,
+                samples_per_second=rate(samples),
+                price_per_million_tokens=spend.price.model_dump() if spend.price else None,
+                cost=cost(spend.price, spend.prompt_tokens, spend.completion_tokens),
+            )
         )
-        if isinstance(stored, dict)
-        else None
-    )
     budget = params.get("budget")
     return JobUsage(
-        teachers=[one],
+        teachers=per_teacher,
         total=UsageTotal(
             prompt_tokens=tokens_in,
             completion_tokens=tokens_out,
             samples=samples_written,
-            samples_per_second=rate,
-            cost=spent,
+            samples_per_second=rate(samples_written),
+            cost=total_cost(spends),
         ),
-        estimate=estimate,
+        estimate=_estimate(params.get("estimate"), spends),
         budget=BudgetOut(
             max_cost=budget.get("max_cost"),
             max_completion_tokens=budget.get("max_completion_tokens"),
-            reached=budget_reached(budget, price, tokens_in, tokens_out),
+            reached=budget_reached(budget, spends),
         )
         if isinstance(budget, dict)
         else None,
     )
+
+
+def _estimate(stored: Any, spends: list[TeacherSpend]) -> UsageEstimate | None:
+    """The job's estimate: the stored one teacher's figures, times its teachers (each answers every item)."""
+    if not isinstance(stored, dict):
+        return None
+    n = len(spends)
+    per_teacher = [
+        TeacherSpend(s.price, stored.get("prompt_tokens", 0), stored.get("completion_tokens", 0))
+        for s in spends
+    ]
+    scaled = {key: stored[key] * n for key in ESTIMATE_PER_TEACHER if key in stored}
+    return UsageEstimate(**{**stored, **scaled}, cost=total_cost(per_teacher))
+
+
+# The estimate's counts that grow with the number of teachers (`items` counts seed items once).
+ESTIMATE_PER_TEACHER = ("requests", "prompt_tokens", "completion_tokens", "soft_label_bytes")
 
 
 class JobOut(BaseModel):
@@ -264,7 +325,12 @@ class JobOut(BaseModel):
     id: int
     status: JobStatus
     recipe_id: int
-    teacher: dict[str, Any] = Field(description="The teacher configuration (api_key redacted).")
+    teacher: dict[str, Any] = Field(
+        description="The primary teacher: the first of `teachers` (api_key redacted)."
+    )
+    teachers: list[dict[str, Any]] = Field(
+        description="Every teacher of the job, in order; samples carry their index (api_keys redacted)."
+    )
     seed: int
     priority: int
     params: dict[str, Any] = Field(
@@ -286,6 +352,7 @@ class JobOut(BaseModel):
     samples_written: int = Field(exclude=True)
     tokens_in: int = Field(exclude=True)
     tokens_out: int = Field(exclude=True)
+    teacher_usage: dict[str, Any] = Field(exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -310,8 +377,10 @@ class JobOut(BaseModel):
         """Tokens, samples/s and cost per teacher and in total; the estimate; the budget."""
         elapsed = self.progress.elapsed_seconds
         return job_usage(
-            teacher=self.teacher,
+            teachers=self.teachers,
+            teacher_usage=self.teacher_usage,
             params=self.params,
+            items_done=self.items_done,
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
             samples_written=self.samples_written,
@@ -324,9 +393,18 @@ class JobOut(BaseModel):
 
     @field_serializer("teacher")
     def _redact(self, teacher: dict[str, Any]) -> dict[str, Any]:
-        if teacher.get("api_key"):
-            return {**teacher, "api_key": REDACTED}
-        return teacher
+        return redacted(teacher)
+
+    @field_serializer("teachers")
+    def _redact_each(self, teachers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [redacted(teacher) for teacher in teachers]
+
+
+def redacted(teacher: dict[str, Any]) -> dict[str, Any]:
+    """A teacher config as the API shows it: an inline api_key replaced by "***"."""
+    if teacher.get("api_key"):
+        return {**teacher, "api_key": REDACTED}
+    return teacher
 
 
 class ShardOut(BaseModel):
@@ -337,6 +415,11 @@ class ShardOut(BaseModel):
     id: int
     start: int = Field(validation_alias=AliasPath("payload", "item_start"))
     end: int = Field(validation_alias=AliasPath("payload", "item_end"))
+    teacher_index: int = Field(
+        default=0,
+        validation_alias=AliasPath("payload", "teacher_index"),
+        description="The teacher (index into the job's `teachers`) this shard is answered by.",
+    )
     status: str
     cursor: int = Field(description="Progress checkpoint written with the last committed chunk.")
     attempts: int
@@ -387,3 +470,26 @@ class EventOut(BaseModel):
     task_id: int | None
     data: dict[str, Any]
     created_at: datetime
+
+
+class TeacherAnswerOut(BaseModel):
+    """One teacher's sample of an item at the job's answer stage."""
+
+    teacher_index: int
+    sample_id: int
+    sample_index: int
+    answer: str | None = Field(description="The current answer (a reviewer's edit, else the teacher's).")
+    parse_status: str
+    review_status: str
+
+
+class ItemAnswersOut(BaseModel):
+    """An item's answers, every teacher's, side by side."""
+
+    item_index: int
+    question: str = Field(description="The primary teacher's question (the first sample's).")
+    answers: list[TeacherAnswerOut] = Field(description="By teacher, then sample index.")
+    agree: bool | None = Field(
+        description="Whether every teacher's first answer matches the others' after normalisation "
+        "(answers.match `normalized`); null until every teacher has answered."
+    )

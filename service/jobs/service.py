@@ -7,13 +7,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from answers.match import match_answer
+from generator.engines.base import TeacherConfig
 from generator.recipe import Recipe as RecipeSpec
 from generator.recipe import RecipeError
 from generator.seeds import load_seed_rows
 from service.auth import Principal
 from service.canonical import canonical_digest
-from service.db.models import Event, Job, Recipe, Task
-from service.errors import ConflictError, NotFoundError, ValidationProblem
+from service.db.models import Event, Job, Recipe, Sample, Task
+from service.errors import ConflictError, NotFoundError, ValidationProblem, field_path
 from service.events import record_event
 from service.jobs import repository
 from service.jobs.schemas import JobCreate, RecipeById, RecipeByName
@@ -75,7 +77,7 @@ def submit_job(
                 )
             return Submission(existing, created=False)
 
-    _check_teacher(payload)
+    _check_teachers(payload)
     _check_budget(payload)
     recipe_row, spec = _resolve_recipe(session, payload, principal)
     try:
@@ -93,27 +95,36 @@ def submit_job(
     }
     if payload.budget is not None:
         params["budget"] = payload.budget.model_dump(exclude_none=True)
+    # One teacher's estimate: the job's usage scales it by its teachers when it is read.
     params["estimate"] = estimate_tokens(spec, rows[0], items_total)
+    teachers = payload.all_teachers
     job = repository.add_job(
         session,
         recipe_id=recipe_row.id,
-        teacher=payload.teacher.model_dump(mode="json"),
+        teachers=[teacher.model_dump(mode="json") for teacher in teachers],
         # The recipe's seed orders its seed rows (so items are counted with it); the job's seed,
         # when given, drives the per-request sampling seeds instead of the recipe's.
         seed=payload.seed if payload.seed is not None else spec.seed,
         priority=payload.priority,
         params=params,
         answer_stage=spec.answer_stage,
-        items_total=items_total,
+        # Work to do: every item once per teacher (progress and ETA count these).
+        items_total=items_total * len(teachers),
         idempotency_key=idempotency_key,
         request_digest=request_digest,
         created_by=principal.token_id,
     )
+    # Teacher by teacher: claimed in id order, a worker finishes one teacher's shards before it loads
+    # the next teacher, so each process batches for one teacher at a time.
     ranges = shard_ranges(items_total, shard_size)
     enqueue_tasks(
         session,
         "generate",
-        [{"item_start": start, "item_end": end} for start, end in ranges],
+        [
+            {"item_start": start, "item_end": end, "teacher_index": index}
+            for index in range(len(teachers))
+            for start, end in ranges
+        ],
         job_id=job.id,
         priority=payload.priority,
         max_attempts=settings.max_attempts,
@@ -122,11 +133,13 @@ def submit_job(
         session,
         "queued",
         f"queued by {principal.name!r}: {items_total} items of recipe {recipe_row.name!r} "
-        f"v{recipe_row.version} in {len(ranges)} shards",
+        f"v{recipe_row.version} in {len(ranges) * len(teachers)} shards"
+        + (f" ({len(teachers)} teachers)" if len(teachers) > 1 else ""),
         job_id=job.id,
         data={
             "items_total": items_total,
-            "shards": len(ranges),
+            "teachers": len(teachers),
+            "shards": len(ranges) * len(teachers),
             "recipe_id": recipe_row.id,
             "token_id": principal.token_id,
         },
@@ -136,24 +149,37 @@ def submit_job(
 
 
 def _check_budget(payload: JobCreate) -> None:
-    """422 naming `budget.max_cost` when the teacher has no price to measure it with."""
+    """422 naming `budget.max_cost` when a teacher has no price to measure it with."""
     if payload.budget is None or payload.budget.max_cost is None:
         return
-    if payload.teacher.price_per_million_tokens is None:
+    for loc, teacher in _teachers_with_locs(payload):
+        if teacher.price_per_million_tokens is None:
+            where = "the teacher" if payload.teacher is not None else field_path(loc)
+            raise ValidationProblem.at(
+                ("body", "budget", "max_cost"),
+                f"needs price_per_million_tokens ({{input, output}}) on {where} to measure the cost against",
+            )
+
+
+def _teachers_with_locs(payload: JobCreate) -> list[tuple[tuple[str | int, ...], TeacherConfig]]:
+    if payload.teacher is not None:
+        return [(("body", "teacher"), payload.teacher)]
+    return [(("body", "teachers", i), teacher) for i, teacher in enumerate(payload.teachers or [])]
+
+
+def _check_teachers(payload: JobCreate) -> None:
+    """422 unless exactly one of `teacher`/`teachers` is given, each local teacher able to serve chat
+    stages (hub ids pass); names the field."""
+    if (payload.teacher is None) == (payload.teachers is None):
         raise ValidationProblem.at(
-            ("body", "budget", "max_cost"),
-            "needs teacher.price_per_million_tokens ({input, output}) to measure the cost against",
+            ("body", "teacher"), "give `teacher` (one) or `teachers` (two or more), not both"
         )
-
-
-def _check_teacher(payload: JobCreate) -> None:
-    """422 naming `teacher.model` when a local teacher cannot serve chat stages (hub ids pass)."""
-    teacher = payload.teacher
-    if teacher.engine != "vllm":
-        return  # an OpenAI-compatible server's model is a served name, not a path
-    problem = teacher_model_problem(teacher.model, teacher.engine_kwargs)
-    if problem:
-        raise ValidationProblem.at(("body", "teacher", "model"), problem)
+    for loc, teacher in _teachers_with_locs(payload):
+        if teacher.engine != "vllm":
+            continue  # an OpenAI-compatible server's model is a served name, not a path
+        problem = teacher_model_problem(teacher.model, teacher.engine_kwargs)
+        if problem:
+            raise ValidationProblem.at((*loc, "model"), problem)
 
 
 def _resolve_recipe(session: Session, payload: JobCreate, principal: Principal) -> tuple[Recipe, RecipeSpec]:
@@ -246,3 +272,62 @@ def list_events(
 ) -> tuple[list[Event], int]:
     get_job(session, job_id)
     return repository.list_events(session, job_id, after_id=after_id, limit=limit, offset=offset)
+
+
+@dataclass(frozen=True)
+class ItemAnswers:
+    """An item's samples of the answer stage, every teacher's (read by schemas.ItemAnswersOut)."""
+
+    item_index: int
+    question: str
+    answers: list[dict[str, Any]]
+    agree: bool | None
+
+
+def item_answers(session: Session, job_id: int, *, limit: int, offset: int) -> tuple[list[ItemAnswers], int]:
+    """Items [offset, offset + limit) with every teacher's answers side by side, and the item count."""
+    job = get_job(session, job_id)
+    teachers = len(job.teachers)
+    items = job.items_total // teachers
+    if job.answer_stage is None or offset >= items:
+        return [], items
+    samples = repository.item_samples(session, job_id, job.answer_stage, offset, min(offset + limit, items))
+    by_item: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_item.setdefault(sample.item_index, []).append(sample)
+    page = []
+    for item_index in sorted(by_item):
+        group = by_item[item_index]
+        firsts: dict[int, str | None] = {}
+        for sample in group:
+            firsts.setdefault(sample.teacher_index, current_text(sample.edited_answer, sample.answer))
+        page.append(
+            ItemAnswers(
+                item_index=item_index,
+                question=current_text(group[0].edited_question, group[0].question) or "",
+                answers=[
+                    {
+                        "teacher_index": s.teacher_index,
+                        "sample_id": s.id,
+                        "sample_index": s.sample_index,
+                        "answer": current_text(s.edited_answer, s.answer),
+                        "parse_status": s.parse_status,
+                        "review_status": s.review_status,
+                    }
+                    for s in group
+                ],
+                agree=_all_agree(list(firsts.values())) if len(firsts) == teachers else None,
+            )
+        )
+    return page, items
+
+
+def current_text(edited: str | None, original: str | None) -> str | None:
+    return edited if edited is not None else original
+
+
+def _all_agree(answers: list[str | None]) -> bool:
+    first = answers[0]
+    if first is None:
+        return False
+    return all(a is not None and match_answer(a, first, "normalized").correct for a in answers[1:])

@@ -6,7 +6,7 @@ Pure arithmetic and template rendering, no I/O. Costs come from the teacher's op
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,38 @@ def teacher_price(teacher: Mapping[str, Any]) -> TokenPrice | None:
     return TokenPrice.model_validate(price) if price else None
 
 
+@dataclass(frozen=True)
+class TeacherSpend:
+    """One teacher's tokens so far, at its price (None: unpriced)."""
+
+    price: TokenPrice | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def teacher_counters(
+    teachers: Sequence[Mapping[str, Any]], usage: Mapping[str, Any], totals: Mapping[str, int]
+) -> list[Mapping[str, Any]]:
+    """Each teacher's counters (items_done, samples, tokens_in, tokens_out) from a job's row.
+
+    A one-teacher job's teacher used the job's totals; several teachers have their shares in
+    `teacher_usage` by index (a missing entry: nothing done yet).
+    """
+    if len(teachers) == 1:
+        return [totals]
+    return [usage.get(str(index)) or {} for index in range(len(teachers))]
+
+
+def teacher_spends(
+    teachers: Sequence[Mapping[str, Any]], counters: Sequence[Mapping[str, Any]]
+) -> list[TeacherSpend]:
+    """Each teacher's spend, from its counters (`teacher_counters`) at its price."""
+    return [
+        TeacherSpend(teacher_price(teacher), int(one.get("tokens_in", 0)), int(one.get("tokens_out", 0)))
+        for teacher, one in zip(teachers, counters, strict=True)
+    ]
+
+
 def cost(price: TokenPrice | None, prompt_tokens: int | None, completion_tokens: int) -> float | None:
     """The price of those tokens, or None without a price (or without a prompt-token count)."""
     if price is None or prompt_tokens is None:
@@ -96,18 +128,25 @@ def cost(price: TokenPrice | None, prompt_tokens: int | None, completion_tokens:
     return price.cost(prompt_tokens, completion_tokens)
 
 
-def budget_reached(
-    budget: Mapping[str, Any] | None, price: TokenPrice | None, prompt_tokens: int, completion_tokens: int
-) -> str | None:
-    """Why the budget is spent (e.g. "cost 1.02 >= max_cost 1"), or None while it is not."""
+def total_cost(spends: Sequence[TeacherSpend]) -> float | None:
+    """The teachers' costs summed; None when any teacher has no price (the total would be too low)."""
+    costs = [cost(s.price, s.prompt_tokens, s.completion_tokens) for s in spends]
+    return None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+
+
+def budget_reached(budget: Mapping[str, Any] | None, spends: Sequence[TeacherSpend]) -> str | None:
+    """Why the budget is spent (e.g. "cost 1.02 >= max_cost 1"), or None while it is not.
+
+    Both limits are over the whole job, every teacher together.
+    """
     if not budget:
         return None
+    completion_tokens = sum(s.completion_tokens for s in spends)
     max_tokens = budget.get("max_completion_tokens")
     if max_tokens is not None and completion_tokens >= max_tokens:
         return f"completion tokens {completion_tokens} >= max_completion_tokens {max_tokens}"
     max_cost = budget.get("max_cost")
-    if max_cost is not None and price is not None:
-        spent = price.cost(prompt_tokens, completion_tokens)
-        if spent >= max_cost:
-            return f"cost {spent:.6g} >= max_cost {max_cost:g}"
+    spent = total_cost(spends)
+    if max_cost is not None and spent is not None and spent >= max_cost:
+        return f"cost {spent:.6g} >= max_cost {max_cost:g}"
     return None

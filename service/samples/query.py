@@ -24,6 +24,9 @@ from service.samples.conditions import (
 )
 from service.stored_text import storable_text
 
+# A job has at most 8 teachers (service.jobs.schemas.MAX_TEACHERS); the column is a smallint.
+MAX_TEACHER_INDEX = 32767
+
 
 class SampleQuery(BaseModel):
     """Filters over samples (all optional; given ones are combined with AND)."""
@@ -32,6 +35,9 @@ class SampleQuery(BaseModel):
 
     job_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX, description="Only samples of this job.")
     stage: str | None = Field(default=None, min_length=1, max_length=100, description="Recipe stage name.")
+    teacher_index: int | None = Field(
+        default=None, ge=0, le=MAX_TEACHER_INDEX, description="Only samples of this teacher of their job."
+    )
     parse_status: Literal["ok", "failed"] | None = Field(
         default=None, description="Whether the stage's output parser accepted the teacher's text."
     )
@@ -92,6 +98,8 @@ def sample_conditions(query: SampleQuery) -> list[ColumnElement[bool]]:
         conditions.append(Sample.job_id == query.job_id)
     if query.stage is not None:
         conditions.append(Sample.stage == query.stage)
+    if query.teacher_index is not None:
+        conditions.append(Sample.teacher_index == query.teacher_index)
     if query.parse_status is not None:
         conditions.append(Sample.parse_status == query.parse_status)
     if query.q is not None:

@@ -31,6 +31,7 @@ class SampleOut(BaseModel):
     stage: str
     sample_index: int = Field(description="Position within (item_index, stage).")
     parent_sample_index: int | None = Field(description="The previous stage's sample this one continues.")
+    teacher_index: int = Field(description="Which of the job's `teachers` wrote it (0: the first).")
     teacher_question: str = Field(validation_alias="question")
     teacher_answer: str | None = Field(validation_alias="answer")
     edited_question: str | None

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Integer,
     Select,
     case,
@@ -31,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.util import ClauseAdapter
 
+from service.datasets.repository import split_samples
 from service.db.models import FilterVerdict, Sample
 
 SAMPLE_TABLE = Sample.__table__
@@ -249,35 +249,27 @@ def rows_per_job(
     *,
     limit: int | None,
     test_fraction: float,
+    split_seed: int,
     stratify_by_job: bool,
     timeout_ms: int,
 ) -> tuple[dict[int, int], int] | None:
-    """Rows per job of a dataset query and its test-split size, computed as the split does it
-    (round in SQL, per job when stratified); None when it takes longer than `timeout_ms`."""
-    chosen = select(Sample.id, Sample.job_id).where(*conditions).order_by(Sample.id)
-    if limit is not None:
-        chosen = chosen.limit(limit)
-    picked = chosen.subquery("picked")
-    per_job = (
-        select(
-            picked.c.job_id,
-            func.count().label("n"),
-            func.round(func.count() * literal(test_fraction, Float)).label("test"),
-        )
-        .group_by(picked.c.job_id)
-        .subquery("per_job")
+    """Rows per job of a dataset query and its test-split size, from the freeze's own split statement;
+    None when it takes longer than `timeout_ms`."""
+    split = split_samples(
+        conditions,
+        limit=limit,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        stratify_by_job=stratify_by_job,
+    )
+    query = (
+        select(split.c.job_id, func.count(), func.count().filter(split.c.split == "test"))
+        .group_by(split.c.job_id)
+        .order_by(split.c.job_id)
     )
     try:
         with time_limited(session, timeout_ms):
-            rows = session.execute(
-                select(per_job.c.job_id, per_job.c.n, per_job.c.test).order_by(per_job.c.job_id)
-            ).all()
+            rows = session.execute(query).all()
     except TimedOut:
         return None
-    counts = {int(job_id): int(n) for job_id, n, _ in rows}
-    if stratify_by_job:
-        test = sum(int(t) for _, _, t in rows)
-    else:
-        total = sum(counts.values())
-        test = int(session.scalar(select(func.round(literal(total) * literal(test_fraction, Float)))) or 0)
-    return counts, test
+    return {int(job_id): int(n) for job_id, n, _ in rows}, sum(int(t) for _, _, t in rows)

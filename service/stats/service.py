@@ -146,6 +146,7 @@ def dataset_preview(session: Session, payload: DatasetCreate) -> DatasetPreview:
         conditions,
         limit=query.limit,
         test_fraction=split.test_fraction if split else 0.0,
+        split_seed=split.seed if split else 0,
         stratify_by_job=bool(split and split.stratify_by_job),
         timeout_ms=COUNT_TIMEOUT_MS,
     )

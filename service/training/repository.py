@@ -60,10 +60,10 @@ def job_ids_of_rows(session: Session, dataset_id: int) -> list[int]:
 
 
 def job_teachers(session: Session, job_ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
-    """(job id, teacher config) of the given jobs, by id."""
+    """(job id, primary teacher config) of the given jobs, by id."""
     if not job_ids:
         return []
-    rows = session.execute(select(Job.id, Job.teacher).where(Job.id.in_(list(job_ids))).order_by(Job.id))
+    rows = session.execute(select(Job.id, Job.teachers[0]).where(Job.id.in_(list(job_ids))).order_by(Job.id))
     return [(int(job_id), dict(teacher)) for job_id, teacher in rows]
 
 

@@ -25,7 +25,7 @@ from service.events import record_event
 from service.filters import repository
 from service.filters.builtin import JudgeScorer, SampleFilter, build_filter
 from service.filters.normalization import preview
-from service.filters.records import SampleRecord, Verdict
+from service.filters.records import SampleRecord, TeacherAnswer, Verdict
 from service.filters.specs import JUDGE_VARIABLES, FilterSpec, JudgeScoreFilter
 from service.samples.selection import ResolvedSelection, resolved_conditions
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
@@ -108,13 +108,16 @@ def _build_filters(
         with transaction(ctx.database_url) as session:
             yield from repository.dataset_row_texts(session, dataset_ids, field)
 
+    def sibling_answers(samples: Sequence[SampleRecord]) -> list[TeacherAnswer]:
+        return ctx.with_retry(lambda session: repository.sibling_answers(session, samples))
+
     built = []
     for spec in specs:
         scorer = None
         if isinstance(spec, JudgeScoreFilter) and spec.params.judge is not None:
             scorer = _judge_scorer(ctx, spec, engines)
         try:
-            built.append((spec.verdict_name, build_filter(spec, reference_texts, scorer)))
+            built.append((spec.verdict_name, build_filter(spec, reference_texts, scorer, sibling_answers)))
         except (ValueError, OSError) as exc:  # missing eval set / tokenizer, unreadable file
             raise PermanentTaskError(f"filter {spec.verdict_name!r}: {exc}") from exc
     return built

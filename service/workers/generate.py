@@ -13,16 +13,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from generator.engines.base import TeacherConfig, TokenPrice
+from generator.engines.base import TeacherConfig
 from service.events import record_event
-from service.jobs.usage import budget_reached
+from service.jobs.usage import TeacherSpend, budget_reached, teacher_counters, teacher_spends
 from service.queue.leases import LeaseLost
 from service.queue.owners import cancel_owner
 from service.workers.context import PermanentTaskError, TaskContext, TaskOutcome
@@ -64,21 +64,29 @@ class BudgetReached(LeaseLost):
 
 @dataclass
 class BudgetWatch:
-    """A job's budget (`params.budget`) and the job's token totals this worker last saw."""
+    """A job's budget (`params.budget`) and each teacher's tokens as this worker last saw them."""
 
     limits: dict[str, Any]
-    price: TokenPrice | None
-    tokens_in: int = 0
-    tokens_out: int = 0
+    teachers: list[dict[str, Any]]
+    teacher_index: int  # this shard's teacher
+    usage: dict[str, Any]  # the job's teacher_usage as last read
+    totals: dict[str, int]  # the job's token totals as last read
+
+    def spends(self) -> list[TeacherSpend]:
+        return teacher_spends(self.teachers, teacher_counters(self.teachers, self.usage, self.totals))
 
     def reached_with(self, prompt_tokens: int, completion_tokens: int) -> bool:
-        """Whether the totals last seen plus these tokens spend the budget (other shards aside)."""
-        return (
-            budget_reached(
-                self.limits, self.price, self.tokens_in + prompt_tokens, self.tokens_out + completion_tokens
-            )
-            is not None
+        """Whether the totals last seen plus these tokens of this shard's teacher spend the budget
+        (other shards aside)."""
+        spends = self.spends()
+        mine = spends[self.teacher_index]
+        spends[self.teacher_index] = TeacherSpend(
+            mine.price, mine.prompt_tokens + prompt_tokens, mine.completion_tokens + completion_tokens
         )
+        return budget_reached(self.limits, spends) is not None
+
+    def reached(self) -> str | None:
+        return budget_reached(self.limits, self.spends())
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,11 @@ class GenerateJob:
 
     job_id: int
     recipe_spec: dict[str, Any]
-    teacher: dict[str, Any]
+    teachers: list[dict[str, Any]]
     seed: int
     chunk_size: int
     budget: dict[str, Any] | None = None
+    teacher_usage: dict[str, Any] = field(default_factory=dict)
     tokens_in: int = 0
     tokens_out: int = 0
 
@@ -99,6 +108,7 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
     """Generate the shard [item_start + cursor, item_end) of the task's job."""
     task = ctx.task
     item_start, item_end = shard_range(task.id, task.payload)
+    teacher_index = task.payload.get("teacher_index", 0)
     if task.job_id is None:
         raise PermanentTaskError(f"task {task.id}: a generate task needs a job")
     cursor = task.cursor
@@ -117,9 +127,15 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
         raise PermanentTaskError(
             f"task {task.id}: shard ends at item {item_end} but the recipe's seed data has {len(rows)} items"
         )
-    teacher = _teacher_config(job, ctx)
+    teacher = _teacher_config(job, ctx, teacher_index)
     budget = (
-        BudgetWatch(job.budget, teacher.price_per_million_tokens, job.tokens_in, job.tokens_out)
+        BudgetWatch(
+            job.budget,
+            job.teachers,
+            teacher_index,
+            job.teacher_usage,
+            {"tokens_in": job.tokens_in, "tokens_out": job.tokens_out},
+        )
         if job.budget
         else None
     )
@@ -138,7 +154,9 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
             except ValueError as exc:  # RecipeError, TemplateError: the recipe does not fit its rows
                 raise PermanentTaskError(f"job {job.job_id}: invalid recipe: {exc}") from exc
             try:
-                cursor = _generate_and_store(ctx, job.job_id, chunks, item_start, cursor, budget)
+                cursor = _generate_and_store(
+                    ctx, job.job_id, teacher_index, chunks, item_start, cursor, budget
+                )
             except ShardRolledBack as rolled_back:
                 ctx.logger.warning("%s", rolled_back)
                 return TaskOutcome.STOPPED  # released: claimable at once, resumed at the committed cursor
@@ -156,6 +174,7 @@ def run_generate_task(ctx: TaskContext) -> TaskOutcome:
 def _generate_and_store(
     ctx: TaskContext,
     job_id: int,
+    teacher_index: int,
     chunks: Iterator[ChunkResult],
     item_start: int,
     cursor: int,
@@ -176,7 +195,9 @@ def _generate_and_store(
             if pending is not None:
                 cursor = pending.result()
             ctx.check_lease()
-            pending = writer.submit(store_chunk, ctx, job_id, chunk, item_start, expected, budget)
+            pending = writer.submit(
+                store_chunk, ctx, job_id, chunk, item_start, expected, budget, teacher_index
+            )
             expected += len(chunk.item_indices)
             if ctx.stop_requested:
                 break
@@ -206,8 +227,9 @@ def store_chunk(
     item_start: int,
     cursor: int,
     budget: BudgetWatch | None = None,
+    teacher_index: int = 0,
 ) -> int:
-    """Persist one generated chunk of the task's shard; returns the new cursor.
+    """Persist one generated chunk of the task's shard (by its teacher); returns the new cursor.
 
     Raises:
         BudgetReached: the chunk is stored and spent the job's budget: the job is now cancelled.
@@ -217,7 +239,8 @@ def store_chunk(
         job_id,
         ChunkWrite(
             items=sorted(chunk.item_indices),
-            rows=sample_rows(job_id, chunk.samples),
+            rows=sample_rows(job_id, chunk.samples, teacher_index),
+            teacher_index=teacher_index,
             prompt_tokens=chunk.prompt_tokens,
             completion_tokens=chunk.completion_tokens,
             seconds=chunk.elapsed_seconds,
@@ -245,11 +268,15 @@ def stop_if_budget_spent(ctx: TaskContext, job_id: int, budget: BudgetWatch) -> 
 
     def check(session: Session) -> str | None:
         row = session.execute(
-            text("SELECT tokens_in, tokens_out, items_done, items_total, status FROM job WHERE id = :id"),
+            text(
+                "SELECT teacher_usage, tokens_in, tokens_out, items_done, items_total, status "
+                "FROM job WHERE id = :id"
+            ),
             {"id": job_id},
         ).one()
-        budget.tokens_in, budget.tokens_out = int(row.tokens_in), int(row.tokens_out)
-        why = budget_reached(budget.limits, budget.price, budget.tokens_in, budget.tokens_out)
+        budget.usage = row.teacher_usage
+        budget.totals = {"tokens_in": int(row.tokens_in), "tokens_out": int(row.tokens_out)}
+        why = budget.reached()
         if why is None or row.items_done >= row.items_total or row.status != "running":
             return None
         cancelled = cancel_owner(session, "job_id", job_id)
@@ -268,8 +295,9 @@ def stop_if_budget_spent(ctx: TaskContext, job_id: int, budget: BudgetWatch) -> 
                 "worker_id": ctx.worker_id,
                 "reason": why,
                 "budget": budget.limits,
-                "tokens_in": budget.tokens_in,
-                "tokens_out": budget.tokens_out,
+                "tokens_in": budget.totals["tokens_in"],
+                "tokens_out": budget.totals["tokens_out"],
+                "teacher_usage": budget.usage,
                 "shards_cancelled": cancelled,
             },
         )
@@ -281,12 +309,28 @@ def stop_if_budget_spent(ctx: TaskContext, job_id: int, budget: BudgetWatch) -> 
         raise BudgetReached(task.id, message)
 
 
+# The job's totals and its teacher's share of them, in one statement.
+UPDATE_JOB_COUNTERS = text(
+    """
+    UPDATE job SET items_done = items_done + :items, samples_written = samples_written + :s,
+        tokens_in = tokens_in + :tin, tokens_out = tokens_out + :tout,
+        teacher_usage = teacher_usage || jsonb_build_object(CAST(:teacher AS text), jsonb_build_object(
+            'items_done', coalesce((teacher_usage -> :teacher ->> 'items_done')::bigint, 0) + :items,
+            'samples', coalesce((teacher_usage -> :teacher ->> 'samples')::bigint, 0) + :s,
+            'tokens_in', coalesce((teacher_usage -> :teacher ->> 'tokens_in')::bigint, 0) + :tin,
+            'tokens_out', coalesce((teacher_usage -> :teacher ->> 'tokens_out')::bigint, 0) + :tout))
+    WHERE id = :id
+    """
+)
+
+
 @dataclass(frozen=True)
 class ChunkWrite:
     """What one chunk's transaction stores: its items' sample rows and token counts."""
 
     items: list[int]
     rows: list[SampleRow]
+    teacher_index: int
     prompt_tokens: int
     completion_tokens: int
     seconds: float
@@ -319,15 +363,13 @@ def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: in
         inserted = insert_samples(session, chunk.rows)
         session.execute(text("UPDATE task SET cursor = :c WHERE id = :id"), {"c": new_cursor, "id": task.id})
         session.execute(
-            text(
-                "UPDATE job SET items_done = items_done + :items, samples_written = samples_written + :s, "
-                "tokens_in = tokens_in + :tin, tokens_out = tokens_out + :tout WHERE id = :id"
-            ),
+            UPDATE_JOB_COUNTERS,
             {
                 "items": len(items),
                 "s": inserted,
                 "tin": chunk.prompt_tokens,
                 "tout": chunk.completion_tokens,
+                "teacher": str(chunk.teacher_index),
                 "id": job_id,
             },
         )
@@ -362,7 +404,7 @@ def write_chunk(ctx: TaskContext, job_id: int, chunk: ChunkWrite, item_start: in
 def _load_job(session: Session, job_id: int, default_chunk_size: int) -> GenerateJob:
     row = session.execute(
         text(
-            "SELECT j.id, j.teacher, j.seed, j.params, j.tokens_in, j.tokens_out, r.spec "
+            "SELECT j.id, j.teachers, j.seed, j.params, j.teacher_usage, j.tokens_in, j.tokens_out, r.spec "
             "FROM job j JOIN recipe r ON r.id = j.recipe_id WHERE j.id = :id"
         ),
         {"id": job_id},
@@ -379,10 +421,11 @@ def _load_job(session: Session, job_id: int, default_chunk_size: int) -> Generat
     return GenerateJob(
         job_id=row.id,
         recipe_spec=row.spec,
-        teacher=row.teacher,
+        teachers=list(row.teachers),
         seed=int(row.seed),
         chunk_size=chunk_size,
         budget=budget or None,
+        teacher_usage=dict(row.teacher_usage or {}),
         tokens_in=int(row.tokens_in),
         tokens_out=int(row.tokens_out),
     )
@@ -420,14 +463,21 @@ def _seed_rows(job: GenerateJob, recipe: Recipe) -> list[dict[str, Any]]:
         return rows
 
 
-def _teacher_config(job: GenerateJob, ctx: TaskContext) -> TeacherConfig:
+def _teacher_config(job: GenerateJob, ctx: TaskContext, index: Any) -> TeacherConfig:
+    """The config of the shard's teacher (`index` from the task payload; 0 for one-teacher jobs)."""
+    if not isinstance(index, int) or not 0 <= index < len(job.teachers):
+        raise PermanentTaskError(
+            f"task {ctx.task.id}: teacher_index {index!r} names none of job {job.job_id}'s "
+            f"{len(job.teachers)} teachers"
+        )
     try:
-        config = TeacherConfig.model_validate(job.teacher)
+        config = TeacherConfig.model_validate(job.teachers[index])
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        named = "teacher" if len(job.teachers) == 1 else f"teachers[{index}]"
         raise PermanentTaskError(
-            f"job {job.job_id}: invalid teacher config: {where}: {first['msg']}"
+            f"job {job.job_id}: invalid {named} config: {where}: {first['msg']}"
         ) from exc
     if config.engine == "vllm" and config.kv_cache_memory_bytes is None and ctx.settings.vllm_kv_cache_bytes:
         config = config.model_copy(update={"kv_cache_memory_bytes": ctx.settings.vllm_kv_cache_bytes})

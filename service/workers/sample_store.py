@@ -2,8 +2,9 @@
 
 A chunk's rows go in with one pipelined ``executemany`` (psycopg sends every row without waiting
 for each answer: about twice the rate of one ``INSERT ... SELECT FROM unnest(arrays)`` here) and
-``ON CONFLICT (job_id, item_index, stage, sample_index) DO NOTHING``: a redone chunk (after a crash,
-or a commit whose answer was lost) inserts nothing twice, and the row count says how many were new.
+``ON CONFLICT (job_id, item_index, stage, sample_index, teacher_index) DO NOTHING``: a redone chunk
+(after a crash, or a commit whose answer was lost) inserts nothing twice, and the row count says
+how many were new.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class SampleRow:
     provenance: dict[str, Any]
     # Packed top-k log-probabilities (generator.soft_labels), where the stage asked for them.
     soft_labels: bytes | None = None
+    # Which of the job's teachers wrote it.
+    teacher_index: int = 0
 
 
 # Stored columns, in insert order.
@@ -61,17 +64,18 @@ COLUMNS: tuple[str, ...] = (
     "inputs",
     "provenance",
     "soft_labels",
+    "teacher_index",
 )
 JSON_COLUMNS = frozenset({"parsed", "inputs", "provenance"})
 
 INSERT_SQL = text(
     f"INSERT INTO sample ({', '.join(COLUMNS)}) VALUES ({', '.join(f':{name}' for name in COLUMNS)}) "
-    "ON CONFLICT (job_id, item_index, stage, sample_index) DO NOTHING"
+    "ON CONFLICT (job_id, item_index, stage, sample_index, teacher_index) DO NOTHING"
 )
 
 
-def sample_rows(job_id: int, samples: Sequence[GeneratedSample]) -> list[SampleRow]:
-    """The rows to store for a chunk's samples (a failed parse keeps its raw text and reason)."""
+def sample_rows(job_id: int, samples: Sequence[GeneratedSample], teacher_index: int = 0) -> list[SampleRow]:
+    """The rows of a chunk's samples by one teacher (a failed parse keeps its raw text and reason)."""
     return [
         SampleRow(
             job_id=job_id,
@@ -89,6 +93,7 @@ def sample_rows(job_id: int, samples: Sequence[GeneratedSample]) -> list[SampleR
             inputs=s.inputs,
             provenance=s.provenance,
             soft_labels=s.soft_labels,
+            teacher_index=teacher_index,
         )
         for s in samples
     ]

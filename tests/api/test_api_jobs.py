@@ -58,7 +58,7 @@ def test_submit_inline_creates_job_shards_recipe_and_queued_event(
         assert next((t.kind, t.priority, t.payload) for t in tasks) == (
             "generate",
             5,
-            {"item_start": 0, "item_end": 4},
+            {"item_start": 0, "item_end": 4, "teacher_index": 0},
         )
 
 

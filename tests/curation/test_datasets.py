@@ -179,6 +179,36 @@ def test_split_is_deterministic_and_stratified(
     assert per_job == {curated["jobs"][0]: 6, curated["jobs"][1]: 6}  # round(0.3 × 20) each
 
 
+def test_an_item_answered_by_several_teachers_lands_in_one_split(
+    client: TestClient, admin: Caller, curation_db_url: str
+) -> None:
+    job_id = make_job(curation_db_url)
+    rows = [
+        sample_row(job_id, item, f"question {item}", f"answer {item} by {teacher}", teacher_index=teacher)
+        for item in range(40)
+        for teacher in range(3)
+    ]
+    ids = insert_samples(curation_db_url, rows)
+    item_of = {sample_id: row["item_index"] for sample_id, row in zip(ids, rows, strict=True)}
+    version = create_version(
+        client,
+        admin.headers,
+        json={
+            "name": "by-item",
+            "query": {"job_ids": [job_id], "review_status": ["pending"]},
+            "split": {"test_fraction": 0.25, "seed": 3},
+        },
+    ).json()
+    assert version["status"] == "succeeded", version
+    splits: dict[int, set[str]] = {}
+    for _, split, _, sample_id, _, _ in rows_of(curation_db_url, version["id"]):
+        assert sample_id is not None
+        splits.setdefault(item_of[sample_id], set()).add(split)
+    assert all(len(sides) == 1 for sides in splits.values())  # no question on both sides
+    assert sum(1 for sides in splits.values() if sides == {"test"}) == 10  # round(40 items × 0.25)
+    assert version["row_counts"]["test"] == 30  # with all three teachers' samples
+
+
 def test_ground_truth_is_mixed_at_the_ratio(
     client: TestClient, admin: Caller, curation_db_url: str, curated: dict[str, Any]
 ) -> None:

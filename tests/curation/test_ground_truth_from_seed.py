@@ -5,6 +5,7 @@ no test-split question leaks in as ground truth, and the card states the blend."
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,17 +93,28 @@ def test_seed_references_are_mixed_at_the_ratio_without_leaking_test_items(
     version = response.json()
     assert version["status"] == "succeeded", version
     counts = version["row_counts"]
-    # 120 teacher rows, 30 of them test; ratio 0.25 ⇒ round(90 × 0.25 / 0.75) = 30 ground-truth rows.
-    assert counts == {"total": 150, "train": 120, "test": 30, "teacher": 120, "ground_truth": 30}
+    # 120 teacher rows of 80 items; items are split, so the round(80 × 0.25) = 20 test items take
+    # between 20 and 40 rows (even items have two); ratio 0.25 ⇒ round(train × 0.25 / 0.75) more.
+    test = counts["test"]
+    assert 20 <= test <= 40
+    blend = round((120 - test) * 0.25 / 0.75)
+    total = 120 + blend
+    assert counts == {
+        "total": total,
+        "train": total - test,
+        "test": test,
+        "teacher": 120,
+        "ground_truth": blend,
+    }
     assert abs(counts["ground_truth"] - 0.25 * counts["train"]) <= 1
 
     rows = version_rows(curation_db_url, version["id"])
-    assert [r["row_index"] for r in rows] == list(range(150))
+    assert [r["row_index"] for r in rows] == list(range(total))
     gt = [r for r in rows if r["source"] == "ground_truth"]
     teacher = [r for r in rows if r["source"] == "teacher"]
-    assert len(gt) == 30
+    assert len(gt) == blend
     assert all(r["split"] == "train" and r["sample_id"] is None and r["system"] == SYSTEM for r in gt)
-    assert [r["row_index"] for r in gt] == list(range(120, 150))  # after the teacher rows
+    assert [r["row_index"] for r in gt] == list(range(120, total))  # after the teacher rows
     # The answer is the seed's reference, the question the item's own.
     for r in gt:
         item = r["extra"]["item_index"]
@@ -134,10 +146,11 @@ def test_seed_references_are_mixed_at_the_ratio_without_leaking_test_items(
     lineage = version["lineage"]["ground_truth"]
     assert lineage["from"] == "seed_field"
     assert lineage["from_seed_field"] == "reference"
-    assert lineage["rows"] == 30
+    assert lineage["rows"] == blend
     assert lineage["requested_ratio"] == 0.25
-    assert lineage["actual_ratio"] == 0.25
-    assert lineage["teacher_train_rows"] == 90
+    assert abs(lineage["actual_ratio"] - blend / (total - test)) < 1e-4
+    assert abs(lineage["actual_ratio"] - 0.25) < 0.01
+    assert lineage["teacher_train_rows"] == 120 - test
     # 79 items carry a reference; those the test split asks are held out, the rest available.
     assert lineage["available"] + lineage["held_out_items"] == 2 * ITEMS - 1
     assert lineage["held_out_items"] >= len(test_items - {(seeded["jobs"][1], ITEMS - 1)})
@@ -148,9 +161,9 @@ def test_seed_references_are_mixed_at_the_ratio_without_leaking_test_items(
 
     card = client.get(f"/v1/datasets/{version['id']}/card", headers=viewer.headers).text
     assert "## Ground truth" in card
-    assert "30 of its 120 rows are ground truth, 90 the teacher's" in card
+    assert f"{blend} of its {total - test} rows are ground truth, {120 - test} the teacher's" in card
     assert "- **Stated ratio**: 0.25 (25.0%)" in card
-    assert "- **Actual ratio** in the train split: 0.25 (25.0%)" in card
+    assert "- **Actual ratio** in the train split: 0.2" in card
     assert "the reference in `inputs.reference` is the answer to the item's question" in card
     assert f"{lineage['held_out_items']:,} held out because the test split asks them" in card
 
@@ -297,8 +310,14 @@ def test_the_cli_takes_ground_truth_from_seed(
         stop.set()
         worker.join(timeout=30)
     assert created.exit_code == 0, created.output
-    # 60 samples, 15 test; round(45 × 0.25 / 0.75) = 15 ground-truth rows.
-    assert "ground truth 15" in created.output
+    # 60 samples of 40 items; items are split, so the round(40 × 0.25) = 10 test items take 10 to
+    # 20 of them (even items have two); then round(train × 0.25 / 0.75) ground-truth rows.
+    found = re.search(r"\(train (\d+), test (\d+), ground truth (\d+)\)", created.output)
+    assert found, created.output
+    train, test, blend = map(int, found.groups())
+    assert 10 <= test <= 20
+    assert blend == round((60 - test) * 0.25 / 0.75)
+    assert train == 60 - test + blend
     gt = tmp_path / "gt.jsonl"
     gt.write_text('{"question": "q?", "answer": "a"}\n')
     both = CliRunner().invoke(

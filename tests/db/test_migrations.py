@@ -35,3 +35,54 @@ def test_alembic_check_sees_a_column_the_migrations_lack(database_url: str) -> N
             )
         engine.dispose()
     command.check(alembic_config(database_url))
+
+
+def test_0008_moves_each_jobs_teacher_into_its_teachers_and_back(database_url: str) -> None:
+    """A job stored before several teachers keeps its teacher, its counters and its samples."""
+    from alembic import command
+
+    from service.db.migrate import alembic_config
+    from service.db.scratch import scratch_database
+
+    with scratch_database(database_url, "hardlabel_0008", migrate=False) as url:
+        config = alembic_config(url)
+        command.upgrade(config, "0007")
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text("INSERT INTO recipe (id, name, version, spec, digest) VALUES (1, 'r', 1, '{}', 'd')")
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO job (id, recipe_id, teacher, items_total, items_done, samples_written, "
+                        'tokens_in, tokens_out) VALUES (1, 1, \'{"model": "/m"}\', 2, 2, 3, 40, 9)'
+                    )
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO sample (job_id, item_index, stage, sample_index, question, raw_text, "
+                        "parse_status) VALUES (1, 0, 'answer', 0, 'q', 'a', 'ok')"
+                    )
+                )
+            command.upgrade(config, "0008")
+            with engine.begin() as conn:
+                job = conn.execute(text("SELECT teachers, teacher_usage FROM job")).one()
+                assert job.teachers == [{"model": "/m"}]
+                assert job.teacher_usage == {
+                    "0": {"items_done": 2, "samples": 3, "tokens_in": 40, "tokens_out": 9}
+                }
+                assert conn.execute(text("SELECT teacher_index FROM sample")).scalar_one() == 0
+                # The same item and sample index by another teacher is a new sample.
+                conn.execute(
+                    text(
+                        "INSERT INTO sample (job_id, item_index, stage, sample_index, teacher_index, "
+                        "question, raw_text, parse_status) VALUES (1, 0, 'answer', 0, 1, 'q', 'b', 'ok')"
+                    )
+                )
+            command.downgrade(config, "0007")
+            with engine.begin() as conn:
+                assert conn.execute(text("SELECT teacher FROM job")).scalar_one() == {"model": "/m"}
+                assert conn.execute(text("SELECT raw_text FROM sample")).scalars().all() == ["a"]
+        finally:
+            engine.dispose()

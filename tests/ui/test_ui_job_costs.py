@@ -27,7 +27,7 @@ ESTIMATE = {
 def priced_job(seeded: Seeded, ui_database_url: str) -> Iterator[int]:
     """The seeded running job with a price, a budget, an estimate and token counts (restored after)."""
     job_id = seeded.running_job
-    columns = (Job.teacher, Job.params, Job.tokens_in, Job.tokens_out)
+    columns = (Job.teachers, Job.params, Job.tokens_in, Job.tokens_out)
     with transaction(ui_database_url) as session:
         row = session.execute(select(*columns).where(Job.id == job_id)).one()
         before: dict[str, Any] = dict(row._mapping)
@@ -35,7 +35,7 @@ def priced_job(seeded: Seeded, ui_database_url: str) -> Iterator[int]:
             update(Job)
             .where(Job.id == job_id)
             .values(
-                teacher={**before["teacher"], "price_per_million_tokens": PRICE},
+                teachers=[{**before["teachers"][0], "price_per_million_tokens": PRICE}],
                 params={**before["params"], "budget": {"max_cost": 2.0}, "estimate": ESTIMATE},
                 tokens_in=300_000,
                 tokens_out=45_000,

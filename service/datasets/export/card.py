@@ -127,10 +127,11 @@ def dataset_card(
     ]
     for job in lineage.get("jobs", []):
         recipe = job.get("recipe", {})
-        teacher = job.get("teacher", {})
+        teachers = job.get("teachers") or [job.get("teacher", {})]
+        named = ", ".join(f"`{teacher.get('model')}`" for teacher in teachers)
         lines.append(
             f"- job {job.get('id')}: recipe {recipe.get('name')!s} v{recipe.get('version')!s}, "
-            f"teacher `{teacher.get('model')}`, {job.get('rows', 0):,} rows"
+            f"{'teachers' if len(teachers) > 1 else 'teacher'} {named}, {job.get('rows', 0):,} rows"
         )
     for run in lineage.get("filter_runs", []):
         names = ", ".join(f.get("name") or f.get("type", "?") for f in run.get("filters") or [])

@@ -28,7 +28,7 @@ from psycopg import sql
 from sqlalchemy import Engine
 
 from service.datasets.export.formats import source_schema
-from service.datasets.export.rows import DEFAULT_BATCH_BYTES, copy_batches
+from service.datasets.export.rows import DEFAULT_BATCH_BYTES, LONGEST_TEACHER_MODEL, copy_batches
 
 PAIRING_RULE = (
     "Per prompt (job, item index, question): **chosen** is one of this version's teacher rows that is "
@@ -161,13 +161,13 @@ def pair_batches(
     columns = "p.question, p.chosen, p.rejected, p.system"
     if provenance:
         columns += (
-            ", 'teacher', p.sample_id, p.job_id, j.teacher->>'model', p.item_index, p.rejected_sample_id"
+            ", 'teacher', p.sample_id, p.job_id, j.teachers -> coalesce(s.teacher_index, 0) ->> 'model', "
+            "p.item_index, p.rejected_sample_id"
         )
-        longest = sql.SQL(
-            "SELECT ({}) + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)"
-        ).format(longest)
-    statement = sql.SQL("SELECT {} FROM {} p LEFT JOIN job j ON j.id = p.job_id ORDER BY p.row_index").format(
-        sql.SQL(columns), table
-    )
+        longest = sql.SQL("SELECT ({}) + {}").format(longest, sql.SQL(LONGEST_TEACHER_MODEL))
+    statement = sql.SQL(
+        "SELECT {} FROM {} p LEFT JOIN job j ON j.id = p.job_id LEFT JOIN sample s ON s.id = p.sample_id "
+        "ORDER BY p.row_index"
+    ).format(sql.SQL(columns), table)
     schema = source_schema("preference", provenance=provenance)
     return copy_batches(engine, statement, schema, longest=longest, setup=setup, batch_bytes=batch_bytes)

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 # Arrow batches of about this many bytes of CSV (tens of thousands of typical rows).
 DEFAULT_BATCH_BYTES = 8 << 20
+# SQL: the longest teacher model name of any job (how long a provenance row's teacher column can be).
+LONGEST_TEACHER_MODEL = (
+    "coalesce((SELECT max(octet_length(t->>'model')) FROM job, jsonb_array_elements(job.teachers) t), 0)"
+)
 
 
 def split_sizes(conn: Connection, dataset_id: int) -> dict[str, int]:
@@ -130,7 +134,7 @@ def flat_batches(
     """The split's rows in row order, as FLAT_SCHEMA Arrow batches of about `batch_bytes` of data.
 
     With `provenance`, also PROVENANCE_SCHEMA's columns: the row's source (teacher |
-    ground_truth), sample id, the job id frozen with it, the job's teacher model and the sample's
+    ground_truth), sample id, the job id frozen with it, the model of the sample's teacher and its
     item index (null where the sample is gone). A ground-truth row has no sample and no teacher;
     one taken from seed data names the job and item index its reference came from.
 
@@ -146,13 +150,14 @@ def flat_batches(
         columns.append(
             sql.SQL(
                 "r.source, r.sample_id, CAST(r.extra->>'job_id' AS bigint), "
-                "CASE WHEN r.source = 'teacher' THEN j.teacher->>'model' END, "
+                "CASE WHEN r.source = 'teacher' "
+                "THEN j.teachers -> coalesce(s.teacher_index, 0) ->> 'model' END, "
                 "coalesce(s.item_index, CAST(r.extra->>'item_index' AS bigint))"
             )
         )
         joins.append(sql.SQL("LEFT JOIN job j ON j.id = CAST(r.extra->>'job_id' AS bigint)"))
         fields += list(PROVENANCE_SCHEMA)
-        extra_length.append(sql.SQL(" + coalesce((SELECT max(octet_length(teacher->>'model')) FROM job), 0)"))
+        extra_length.append(sql.SQL(f" + {LONGEST_TEACHER_MODEL}"))
     if soft_labels:
         columns.append(sql.SQL("CASE WHEN s.edited_answer IS NULL THEN s.soft_labels END"))
         fields.append(pa.field(SOFT_LABEL_SOURCE, pa.string()))

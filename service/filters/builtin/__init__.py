@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 
+from service.filters.builtin.agreement import SiblingAnswers, TeacherAgreement, answers_from
 from service.filters.builtin.base import SampleFilter
 from service.filters.builtin.decontamination import Decontamination
 from service.filters.builtin.exact_dedup import ExactDuplicates
@@ -17,6 +18,7 @@ from service.filters.builtin.verifier import ReferenceVerifier
 from service.filters.eval_sets import read_eval_set
 from service.filters.records import SampleRecord, Verdict
 from service.filters.specs import (
+    AgreementFilter,
     DecontaminationFilter,
     ExactDedupFilter,
     FilterSpec,
@@ -32,11 +34,14 @@ from service.filters.specs import (
 # (dataset version ids, field) → (label, text) of those versions' rows, for near_dup's `against_datasets`.
 ReferenceTexts = Callable[[Sequence[int], str], Iterable[tuple[str, str]]]
 
-__all__ = ["JudgeScorer", "ReferenceTexts", "SampleFilter", "apply_filter", "build_filter"]
+__all__ = ["JudgeScorer", "ReferenceTexts", "SampleFilter", "SiblingAnswers", "apply_filter", "build_filter"]
 
 
 def build_filter(
-    spec: FilterSpec, reference_texts: ReferenceTexts | None = None, judge_scorer: JudgeScorer | None = None
+    spec: FilterSpec,
+    reference_texts: ReferenceTexts | None = None,
+    judge_scorer: JudgeScorer | None = None,
+    sibling_answers: SiblingAnswers | None = None,
 ) -> SampleFilter:
     """The filter object for `spec` (eval sets and reference rows are read here, once).
 
@@ -44,6 +49,7 @@ def build_filter(
         spec: the filter's spec.
         reference_texts: rows of earlier dataset versions (near_dup with `against_datasets`).
         judge_scorer: the judge pass (judge_score with `judge`), built by the worker from a teacher.
+        sibling_answers: every teacher's answer to a chunk's items (agreement), read from the database.
     """
     if isinstance(spec, LengthFilter):
         return LengthCheck(spec.params)
@@ -69,6 +75,10 @@ def build_filter(
     if isinstance(spec, DecontaminationFilter):
         items = itertools.chain.from_iterable(read_eval_set(s) for s in spec.params.eval_sets)
         return Decontamination(spec.params, items)
+    if isinstance(spec, AgreementFilter):
+        if sibling_answers is None:
+            raise ValueError("agreement needs a source of the teachers' answers")
+        return TeacherAgreement(spec.params, sibling_answers)
     raise TypeError(f"unknown filter spec {type(spec).__name__}")
 
 
@@ -82,6 +92,10 @@ def ordered(samples: Iterable[SampleRecord], order: str) -> list[SampleRecord]:
 def apply_filter(
     spec: FilterSpec, samples: Iterable[SampleRecord], reference_texts: ReferenceTexts | None = None
 ) -> dict[int, Verdict]:
-    """Every sample's verdict (by sample id), as a filter run would store it: the pure entry point."""
-    verdicts = build_filter(spec, reference_texts).evaluate(ordered(samples, sample_order(spec)))
+    """Every sample's verdict (by sample id), as a filter run would store it: the pure entry point.
+
+    agreement compares the given samples with each other (every teacher's answer must be among them).
+    """
+    in_order = ordered(samples, sample_order(spec))
+    verdicts = build_filter(spec, reference_texts, sibling_answers=answers_from(in_order)).evaluate(in_order)
     return {v.sample_id: v for v in verdicts}

@@ -39,7 +39,7 @@ function renderUsage(usage) {
     ? "a list stage has no max_items: the completion estimate is no bound"
     : "";
   replace($("#usage-teachers tbody"), usage.teachers.map((t) => h("tr", {},
-    h("td", { class: "mono" }, `${t.model} (${t.engine})`),
+    h("td", { class: "mono" }, `${usage.teachers.length > 1 ? `${t.index}: ` : ""}${t.model} (${t.engine})`),
     h("td", { class: "num" }, num(t.prompt_tokens)),
     h("td", { class: "num" }, num(t.completion_tokens)),
     h("td", { class: "num" }, t.samples_per_second ? t.samples_per_second.toFixed(2) : "–"),
@@ -71,16 +71,53 @@ function renderJob(detail) {
   error.hidden = !detail.last_error;
   error.textContent = detail.last_error || "";
   $("#cancel-job").hidden = !(LIVE.has(detail.status) && hasRole("admin"));
-  replace($("#teacher"), ...Object.entries(detail.teacher).map(([key, value]) =>
-    h("div", {}, h("dt", {}, key), h("dd", { class: "mono" }, typeof value === "object" ? JSON.stringify(value) : String(value)))));
+  const several = detail.teachers.length > 1;
+  $("#teacher-heading").textContent = several ? `Teachers (${detail.teachers.length})` : "Teacher";
+  replace($("#teacher"), ...detail.teachers.map((teacher, index) => h("dl", { class: "facts" },
+    several ? h("div", {}, h("dt", {}, "index"), h("dd", {}, String(index))) : null,
+    ...Object.entries(teacher).map(([key, value]) =>
+      h("div", {}, h("dt", {}, key), h("dd", { class: "mono" }, typeof value === "object" ? JSON.stringify(value) : String(value)))))));
   replace($("#shards tbody"), detail.shards.map((shard) => h("tr", {},
     h("td", { class: "mono" }, shard.id),
-    h("td", {}, `${shard.start}–${shard.end}`),
+    h("td", {}, `${shard.start}–${shard.end}` + (several ? ` · teacher ${shard.teacher_index}` : "")),
     h("td", {}, badge(shard.status)),
     h("td", { class: "num" }, shard.cursor),
     h("td", { class: "num" }, `${shard.attempts}/${shard.max_attempts}`),
     h("td", { class: "mono" }, shard.worker_id || "–"))));
   if (!detail.shards.length) replace($("#shards tbody"), h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No shards")));
+}
+
+// Several teachers: each item's answers in one row, a column per teacher.
+const SIDE_BY_SIDE_PAGE = 50;
+let sideBySideShown = 0;
+
+function answerCell(answers) {
+  if (!answers.length) return h("td", { class: "empty" }, "–");
+  return h("td", {}, answers.map((a) => h("div", {},
+    h("a", { href: `/ui/samples/${a.sample_id}`, class: "sample-answer" }, a.answer ?? "(no answer)"),
+    a.review_status !== "pending" ? h("span", { class: "hint" }, ` ${a.review_status}`) : null)));
+}
+
+async function loadSideBySide(teachers, reset) {
+  if (reset) sideBySideShown = 0;
+  const page = await api(`/v1/jobs/${jobId}/answers`, { query: { offset: sideBySideShown, limit: SIDE_BY_SIDE_PAGE } });
+  const rows = page.items.map((item) => h("tr", { "data-item": item.item_index },
+    h("td", { class: "num" }, item.item_index),
+    h("td", {}, item.question),
+    ...teachers.map((_, index) => answerCell(item.answers.filter((a) => a.teacher_index === index))),
+    h("td", { class: "agree" }, item.agree === null ? "–" : item.agree ? "agree" : "differ")));
+  const body = $("#side-by-side-table tbody");
+  if (reset) replace(body, rows); else body.append(...rows);
+  sideBySideShown += page.items.length;
+  const agreeing = [...body.querySelectorAll("td.agree")].filter((td) => td.textContent === "agree").length;
+  $("#side-by-side-note").textContent = `${num(sideBySideShown)} of ${num(page.total)} items · ${num(agreeing)} agree (normalised)`;
+  $("#side-by-side-more").hidden = sideBySideShown >= page.total || !page.items.length;
+}
+
+function renderSideBySideHead(teachers) {
+  replace($("#side-by-side-table thead"), h("tr", {}, h("th", { class: "num" }, "Item"), h("th", {}, "Question"),
+    ...teachers.map((t, index) => h("th", {}, `${index}: ${t.model}`)), h("th", {}, "Teachers")));
+  $("#side-by-side").hidden = false;
 }
 
 async function renderRecipe(recipeRef) {
@@ -155,7 +192,13 @@ startPage(async () => {
   const detail = await loadSubject(`/v1/jobs/${jobId}`);
   document.title = `Job ${jobId} · hardlabel`;
   renderJob(detail);
-  await Promise.all([renderRecipe(detail.recipe), loadEvents(), loadStats()]);
+  const several = detail.teachers.length > 1;
+  if (several) {
+    renderSideBySideHead(detail.teachers);
+    $("#side-by-side-more").addEventListener("click", () => loadSideBySide(detail.teachers, false).catch(showProblem));
+  }
+  await Promise.all([renderRecipe(detail.recipe), loadEvents(), loadStats(),
+    several ? loadSideBySide(detail.teachers, true) : null]);
   $("#exact-counts").addEventListener("click", () => exactSummary().catch(showProblem));
   $("#cancel-job").addEventListener("click", async () => {
     if (!confirm(`Cancel job ${jobId}? Workers stop within one chunk; samples written so far stay.`)) return;
@@ -165,6 +208,9 @@ startPage(async () => {
   poll(async () => {
     renderJob(await api(`/v1/jobs/${jobId}`));
     await loadEvents();
-    if (++ticks % 5 === 0 || !LIVE.has(job.status)) await loadStats();
+    if (++ticks % 5 === 0 || !LIVE.has(job.status)) {
+      await loadStats();
+      if (several && sideBySideShown < SIDE_BY_SIDE_PAGE) await loadSideBySide(job.teachers, true);
+    }
   }, 2000, () => LIVE.has(job.status));
 });
