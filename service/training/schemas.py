@@ -3,7 +3,7 @@
 The hyper-parameters a client may set are the trainer's own declaration (`trainer.spec`, pure
 pydantic: the API process never imports TRL, transformers or torch). The student shapes follow
 `trainer.tiny_model.TinyModelSpec`'s rules, which import the ML stack, so they are declared here;
-tests/training/test_training_logic.py fails when the two drift apart. The worker validates the
+tests/service/training/test_training_logic.py fails when the two drift apart. The worker validates the
 stored values again with the trainer's own models.
 """
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_server import OpenAIServer, start_openai_server
 
 from generator.engines.base import TeacherConfig
+from tests.vllm_server import OpenAIServer, start_openai_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = ROOT / ".tmp"

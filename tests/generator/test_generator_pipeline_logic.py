@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scripted_teacher import ScriptedEngine, last_user_message
 
 from generator.derived_seeds import derive_seed
 from generator.engines.base import GenerationRequest
@@ -16,6 +15,7 @@ from generator.pipeline import request_seed, run_recipe
 from generator.recipe import Recipe, load_recipe
 from generator.samples import GeneratedSample
 from generator.templates import TemplateError
+from tests.generator.scripted_teacher import ScriptedEngine, last_user_message
 
 
 def three_stage_recipe(**sampling: Any) -> Recipe:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
-from scripted_teacher import ScriptedEngine
 
 from generator.pipeline import run_recipe
 from generator.recipe import load_recipe
 from generator.templates import RenderLimits, TemplateError, compile_template
+from tests.generator.scripted_teacher import ScriptedEngine
 
 KNOWN = {"topic", "items", "row"}
 

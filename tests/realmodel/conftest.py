@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from vllm_server import OpenAIServer, start_openai_server
 
-from realmodel.recipes import SERVED_COUNTRIES, capitals_recipe, multi_stage_recipe
 from service.app import create_app
 from service.auth import issue_token
 from service.db.scratch import scratch_database
 from service.db.session import transaction
 from service.settings import Settings
 from service.workers.runner import run_worker
+from tests.realmodel.recipes import SERVED_COUNTRIES, capitals_recipe, multi_stage_recipe
+from tests.vllm_server import OpenAIServer, start_openai_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRATCH = ROOT / ".tmp"

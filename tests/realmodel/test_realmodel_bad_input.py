@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from training.factories import make_version
 
 import service.model_folders
-from realmodel.recipes import CAPITAL_SYSTEM
 from service.model_folders import is_local_path, student_model_problem, teacher_model_problem
+from tests.realmodel.recipes import CAPITAL_SYSTEM
+from tests.service.training.factories import make_version
 
 RECIPE = {
     "name": "bad-input",

@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from realmodel.conftest import CONTEXT, Generation
-from realmodel.recipes import (
+from service.db.session import transaction
+from tests.realmodel.conftest import CONTEXT, Generation
+from tests.realmodel.recipes import (
     CAPITALS,
     ESSAY_MAX_TOKENS,
     FRUITS_STOP,
@@ -25,7 +26,6 @@ from realmodel.recipes import (
     SERVED_COUNTRIES,
     TOPICS,
 )
-from service.db.session import transaction
 
 pytestmark = pytest.mark.slow
 

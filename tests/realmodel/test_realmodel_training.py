@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from training.factories import events
 
-from realmodel.conftest import Generation
-from realmodel.recipes import CAPITAL_SYSTEM, CAPITALS, CITY_PATTERN
 from service.model_folders import has_chat_template, student_model_problem, teacher_model_problem
 from service.settings import Settings
 from service.workers.runner import run_worker
+from tests.realmodel.conftest import Generation
+from tests.realmodel.recipes import CAPITAL_SYSTEM, CAPITALS, CITY_PATTERN
+from tests.service.training.factories import events
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_factories import addition_rows, write_jsonl
+
+from tests.trainer.trainer_factories import addition_rows, write_jsonl
 
 
 @pytest.fixture(scope="session")

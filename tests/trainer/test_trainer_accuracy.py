@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_factories import write_jsonl
 
+from tests.trainer.trainer_factories import write_jsonl
 from trainer.accuracy import AccuracySettings
 from trainer.evaluate import exact_match, generate_answers_hf
 from trainer.metrics import read_metrics

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from trainer_factories import addition_rows, write_jsonl
 
+from tests.trainer.trainer_factories import addition_rows, write_jsonl
 from trainer.data import DatasetError, dataset_digest, load_prompt_completion
 
 

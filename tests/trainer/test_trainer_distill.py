@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_factories import addition_rows
 
+from tests.trainer.trainer_factories import addition_rows
 from trainer.distill_loss import SoftLabelError, aligned_positions, sparse_forward_kl, teacher_targets
 from trainer.sft import train
 from trainer.spec import TrainingSpec

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trainer_factories import addition_rows
 
+from tests.trainer.trainer_factories import addition_rows
 from trainer.config import build_sft_config
 from trainer.preflight import MaskError, check_completion_mask
 from trainer.spec import TrainingSpec

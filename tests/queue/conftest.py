@@ -1,5 +1,0 @@
-"""Fixtures of the queue tests (see queue_factories)."""
-
-from queue_factories import clean_queue, queue_db_url
-
-__all__ = ["clean_queue", "queue_db_url"]
