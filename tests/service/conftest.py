@@ -105,14 +105,16 @@ def make_job(
     spec: dict[str, Any] | None = None,
     teacher: str = "/models/teacher",
     answer_stage: str | None = "answer",
+    more_teachers: tuple[str, ...] = (),
 ) -> int:
-    """A committed finished job on a committed recipe row (samples are inserted directly)."""
+    """A committed finished job on a committed recipe row (samples are inserted directly);
+    `more_teachers` are its teachers after `teacher`."""
     with transaction(url) as session:
         job = add_job(
             session,
             add_recipe(session, spec or RECIPE),
             status="succeeded",
-            teacher={"model": teacher, "engine": "vllm"},
+            teachers=[{"model": model, "engine": "vllm"} for model in (teacher, *more_teachers)],
             answer_stage=answer_stage,
         )
         return job.id
@@ -150,26 +152,10 @@ def run_filter_worker(settings: Settings) -> None:
 @pytest.fixture(scope="session")
 def live_api(curation_settings: Settings) -> Iterator[str]:
     """Base URL of a real uvicorn serving the app on the curation database (for CLI tests)."""
-    import threading
-    import time
+    from tests.live_server import live_server
 
-    import uvicorn
-
-    from service.cli.serve import bind_socket
-
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(curation_settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with live_server(curation_settings) as url:
+        yield url
 
 
 def run_freeze_worker(settings: Settings) -> None:

@@ -13,6 +13,18 @@ from service.app import create_app
 from service.settings import Settings
 from tests.service.api.factories import TEACHER_FOLDER, make_token
 
+# The fixtures jobs/, recipes/ and samples/ re-export (`from tests.service.api.conftest import *`).
+__all__ = [
+    "_teacher_folder",
+    "admin",
+    "api_settings",
+    "app",
+    "client",
+    "reviewer",
+    "secrets_by_role",
+    "viewer",
+]
+
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_PAGE_SIZE = 50
 

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
-from service.app import create_app
-from service.cli.serve import bind_socket
 from service.settings import Settings, get_settings
+from tests.live_server import live_server
 from tests.service.api.factories import make_token
 
 
 @pytest.fixture(scope="session")
 def live_api(database_url: str) -> Iterator[str]:
     """Base URL of a uvicorn server running the app on the session's database."""
-    settings = Settings(database_url=database_url, shard_size=4, chunk_size=2)
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn exited"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with live_server(Settings(database_url=database_url, shard_size=4, chunk_size=2)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

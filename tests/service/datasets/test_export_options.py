@@ -117,6 +117,34 @@ def test_provenance_columns_in_downloads(
     assert ground_truth == [{**dict.fromkeys(PROVENANCE), "source": "ground_truth"}]
 
 
+def test_provenance_names_each_rows_own_teacher(
+    client: TestClient, admin: Caller, reviewer: Caller, viewer: Caller, curation_db_url: str
+) -> None:
+    teachers = ("/models/teacher-one", "/models/teacher-two")
+    job_id = make_job(curation_db_url, teacher=teachers[0], more_teachers=teachers[1:])
+    rows = [
+        sample_row(job_id, i, f"What is {i} + 5?", f"{i + 5}", teacher_index=t)
+        for i in range(4)
+        for t in (0, 1)
+    ]
+    version = accepted_version(client, admin, reviewer, rows, job_id, name="two-teachers")
+    response = client.get(
+        f"/v1/datasets/{version['id']}/export",
+        params={"format": "prompt_completion", "split": "train", "provenance": "true"},
+        headers=viewer.headers,
+    )
+    assert response.status_code == 200, response.text
+    exported = [json.loads(line) for line in response.text.splitlines()]
+    with transaction(curation_db_url) as session:
+        found = session.execute(select(Sample.id, Sample.teacher_index).where(Sample.job_id == job_id)).all()
+    teacher_of = {sample_id: index for sample_id, index in found}
+    assert len(exported) == 8
+    assert [r["teacher"] for r in exported] == [teachers[teacher_of[r["sample_id"]]] for r in exported]
+    assert {r["teacher"] for r in exported} == set(teachers)
+    card = client.get(f"/v1/datasets/{version['id']}/card", headers=viewer.headers).text
+    assert f"teachers `{teachers[0]}`, `{teachers[1]}`, 8 rows" in card
+
+
 def test_provenance_in_export_to_folder_and_the_card(
     client: TestClient, viewer: Caller, curation_db_url: str, version: dict[str, Any], tmp_path: Path
 ) -> None:

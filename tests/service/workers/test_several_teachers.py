@@ -98,7 +98,8 @@ def stand_ins() -> Iterator[tuple[StandInTeacher, StandInTeacher]]:
 
 
 def submit(url: str, teachers: list[dict[str, Any]], **fields: Any) -> tuple[int, Principal]:
-    """A job submitted through the API's own service function (shards per teacher, as in production)."""
+    """A job submitted through the API's own service function (shards per teacher, as in production);
+    the recipe asks ITEMS sums unless `fields` give one."""
     with transaction(url) as session:
         token, _ = issue_token(session, role="admin", name="several-teachers")
         principal = Principal(token_id=token.id, name=token.name, role=token.role)
@@ -319,16 +320,7 @@ def test_two_real_vllm_teachers_run_one_after_the_other_with_their_own_engines(
     copy = shutil.copytree(tiny_teacher["model"], tmp_path / "teacher-copy")
     other = {**tiny_teacher, "model": str(copy)}
     recipe = generate_recipe(4, n=1, max_tokens=8)
-    with transaction(url) as session:
-        token, _ = issue_token(session, role="admin", name="vllm-teachers")
-        principal = Principal(token_id=token.id, name=token.name, role=token.role)
-        job_id = submit_job(
-            session,
-            JobCreate.model_validate({"recipe": recipe, "teachers": [tiny_teacher, other], "shard_size": 2}),
-            principal=principal,
-            settings=queue_settings(url),
-            idempotency_key=None,
-        ).job.id
+    job_id, principal = submit(url, [tiny_teacher, other], recipe=recipe, shard_size=2)
     run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
 
     job = detail(url, job_id)
@@ -360,3 +352,29 @@ def test_two_real_vllm_teachers_run_one_after_the_other_with_their_own_engines(
     verdicts = filter_verdicts(url, job_id, principal, {"type": "agreement", "params": {"mode": "exact"}})
     assert sorted(verdicts) == [(item, t) for item in range(4) for t in (0, 1)]
     assert all(verdict[:2] == (True, "2 of 2 teachers agree") for verdict in verdicts.values())
+
+
+def test_a_budget_counts_every_teacher_at_its_own_price(
+    clean_queue: str, stand_ins: tuple[StandInTeacher, StandInTeacher]
+) -> None:
+    url = clean_queue
+    a, b = stand_ins
+    # Each request writes 2 completion tokens: 0.2 at a's price, 2 at b's.
+    cheap, dear = {"input": 0.0, "output": 100_000.0}, {"input": 0.0, "output": 1_000_000.0}
+    job_id, _ = submit(
+        url,
+        [a.config("a", price_per_million_tokens=cheap), b.config("b", price_per_million_tokens=dear)],
+        shard_size=ITEMS,
+        chunk_size=2,
+        budget={"max_cost": 5.0},
+    )
+    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+
+    job = detail(url, job_id)
+    # a's 6 items cost 1.2; b's first chunk of 2 items adds 4: 5.2 spends the budget of 5.
+    assert job["status"] == "cancelled"
+    assert job["error"] == "budget reached: cost 5.2 >= max_cost 5"
+    assert [(t["items_done"], t["cost"]) for t in job["usage"]["teachers"]] == [(ITEMS, 1.2), (2, 4.0)]
+    assert job["usage"]["total"]["cost"] == pytest.approx(5.2)
+    assert job["usage"]["budget"]["reached"] == "cost 5.2 >= max_cost 5"
+    assert job["progress"]["samples_written"] == ITEMS + 2  # what was written stays
