@@ -89,7 +89,7 @@ function renderJob(detail) {
 
 // Several teachers: each item's answers in one row, a column per teacher.
 const SIDE_BY_SIDE_PAGE = 50;
-let sideBySideShown = 0;
+let sideBySideOffset = 0; // items are paged by item index: an item without answers yet has no row
 
 function answerCell(answers) {
   if (!answers.length) return h("td", { class: "empty" }, "–");
@@ -99,8 +99,8 @@ function answerCell(answers) {
 }
 
 async function loadSideBySide(teachers, reset) {
-  if (reset) sideBySideShown = 0;
-  const page = await api(`/v1/jobs/${jobId}/answers`, { query: { offset: sideBySideShown, limit: SIDE_BY_SIDE_PAGE } });
+  if (reset) sideBySideOffset = 0;
+  const page = await api(`/v1/jobs/${jobId}/answers`, { query: { offset: sideBySideOffset, limit: SIDE_BY_SIDE_PAGE } });
   const rows = page.items.map((item) => h("tr", { "data-item": item.item_index },
     h("td", { class: "num" }, item.item_index),
     h("td", {}, item.question),
@@ -108,10 +108,11 @@ async function loadSideBySide(teachers, reset) {
     h("td", { class: "agree" }, item.agree === null ? "–" : item.agree ? "agree" : "differ")));
   const body = $("#side-by-side-table tbody");
   if (reset) replace(body, rows); else body.append(...rows);
-  sideBySideShown += page.items.length;
+  sideBySideOffset = Math.min(sideBySideOffset + SIDE_BY_SIDE_PAGE, page.total);
+  const shown = body.querySelectorAll("tr").length;
   const agreeing = [...body.querySelectorAll("td.agree")].filter((td) => td.textContent === "agree").length;
-  $("#side-by-side-note").textContent = `${num(sideBySideShown)} of ${num(page.total)} items · ${num(agreeing)} agree (normalised)`;
-  $("#side-by-side-more").hidden = sideBySideShown >= page.total || !page.items.length;
+  $("#side-by-side-note").textContent = `${num(shown)} of ${num(page.total)} items · ${num(agreeing)} agree (normalised)`;
+  $("#side-by-side-more").hidden = sideBySideOffset >= page.total;
 }
 
 function renderSideBySideHead(teachers) {
@@ -210,7 +211,7 @@ startPage(async () => {
     await loadEvents();
     if (++ticks % 5 === 0 || !LIVE.has(job.status)) {
       await loadStats();
-      if (several && sideBySideShown < SIDE_BY_SIDE_PAGE) await loadSideBySide(job.teachers, true);
+      if (several && sideBySideOffset <= SIDE_BY_SIDE_PAGE) await loadSideBySide(job.teachers, true);
     }
   }, 2000, () => LIVE.has(job.status));
 });
