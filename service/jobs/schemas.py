@@ -144,11 +144,6 @@ class JobCreate(BaseModel):
         """The job's teachers in order, however they were given."""
         return [self.teacher] if self.teacher is not None else list(self.teachers or [])
 
-    @property
-    def teachers_field(self) -> str:
-        """Which field named the teachers (where problems with one of them are reported)."""
-        return "teacher" if self.teacher is not None else "teachers"
-
 
 class JobProgress(BaseModel):
     """Where a job stands; rates and ETA are null until the job has started and made progress."""

@@ -114,6 +114,13 @@ def submit(url: str, teachers: list[dict[str, Any]], **fields: Any) -> tuple[int
         return job.id, principal
 
 
+def generated(url: str, teachers: list[dict[str, Any]], **fields: Any) -> tuple[int, Principal]:
+    """A job submitted as `submit` does, then generated to the end by a worker in this process."""
+    submitted = submit(url, teachers, **fields)
+    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    return submitted
+
+
 def detail(url: str, job_id: int) -> dict[str, Any]:
     with transaction(url) as session:
         return JobDetail.model_validate(job_detail(session, job_id)).model_dump(mode="json")
@@ -199,8 +206,7 @@ def test_a_chunk_redone_for_one_teacher_adds_nothing_and_never_collides_with_ano
 ) -> None:
     url = clean_queue
     a, b = stand_ins
-    job_id, _ = submit(url, [a.config("a"), b.config("b")])
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    job_id, _ = generated(url, [a.config("a"), b.config("b")])
     with transaction(url) as session:
         stored = session.execute(
             text("SELECT * FROM sample WHERE job_id = :j AND item_index = 0 ORDER BY teacher_index"),
@@ -234,8 +240,7 @@ def test_the_agreement_filter_keeps_what_the_teachers_agree_on(
 ) -> None:
     url = clean_queue
     a, b = stand_ins
-    job_id, principal = submit(url, [a.config("a"), b.config("b")])
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    job_id, principal = generated(url, [a.config("a"), b.config("b")])
     assert job_row(url, job_id).status == "succeeded"
 
     agreeing, disagreeing = [0, 2, 4], [1, 3, 5]
@@ -271,8 +276,7 @@ def test_a_quorum_keeps_the_majority_and_fails_the_teacher_who_differs(
 ) -> None:
     url = clean_queue
     a, b = stand_ins
-    job_id, principal = submit(url, [a.config("a"), b.config("b"), a.config("a-again")])
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    job_id, principal = generated(url, [a.config("a"), b.config("b"), a.config("a-again")])
     assert job_row(url, job_id).status == "succeeded"
 
     verdicts = filter_verdicts(url, job_id, principal, {"type": "agreement", "params": {"quorum": 2}})
@@ -294,8 +298,7 @@ def test_side_by_side_shows_each_teachers_answer_and_whether_they_agree(
 ) -> None:
     url = clean_queue
     a, b = stand_ins
-    job_id, _ = submit(url, [a.config("a"), b.config("b")])
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    job_id, _ = generated(url, [a.config("a"), b.config("b")])
     with transaction(url) as session:
         page, total = item_answers(session, job_id, limit=4, offset=1)
     assert total == ITEMS
@@ -320,8 +323,7 @@ def test_two_real_vllm_teachers_run_one_after_the_other_with_their_own_engines(
     copy = shutil.copytree(tiny_teacher["model"], tmp_path / "teacher-copy")
     other = {**tiny_teacher, "model": str(copy)}
     recipe = generate_recipe(4, n=1, max_tokens=8)
-    job_id, principal = submit(url, [tiny_teacher, other], recipe=recipe, shard_size=2)
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
+    job_id, principal = generated(url, [tiny_teacher, other], recipe=recipe, shard_size=2)
 
     job = detail(url, job_id)
     assert job["status"] == "succeeded", job["last_error"]
@@ -361,14 +363,13 @@ def test_a_budget_counts_every_teacher_at_its_own_price(
     a, b = stand_ins
     # Each request writes 2 completion tokens: 0.2 at a's price, 2 at b's.
     cheap, dear = {"input": 0.0, "output": 100_000.0}, {"input": 0.0, "output": 1_000_000.0}
-    job_id, _ = submit(
+    job_id, _ = generated(
         url,
         [a.config("a", price_per_million_tokens=cheap), b.config("b", price_per_million_tokens=dear)],
         shard_size=ITEMS,
         chunk_size=2,
         budget={"max_cost": 5.0},
     )
-    run_worker(queue_settings(url), ["generate"], exit_when_idle=True)
 
     job = detail(url, job_id)
     # a's 6 items cost 1.2; b's first chunk of 2 items adds 4: 5.2 spends the budget of 5.
